@@ -1,0 +1,120 @@
+"""The `digitserve` command: one subcommand per stage.
+
+Only the chosen stage's module is imported, so `digitserve serve` never loads TensorFlow
+and `--help` is instant. Each stage module exposes `configure(parser)` and `run(args) -> int`.
+Every option `--some-flag` also reads the environment variable `DIGITSERVE_SOME_FLAG`.
+
+Exit codes: 0 success, 1 a failure whose message says what to fix, 2 bad usage,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from digitserve import __version__
+from digitserve.errors import DigitserveError, UsageError
+from digitserve.repository import DEFAULT_NAME, DEFAULT_REPO
+
+ENV_PREFIX = "DIGITSERVE_"
+COMMANDS = {
+    "train": ("digitserve.train.cli", "train a model into the model repository"),
+    "export": ("digitserve.export.cli", "export a trained version to ONNX, TF.js and TFLite"),
+    "serve": ("digitserve.serve.cli", "serve the newest exported version over gRPC"),
+    "classify": ("digitserve.serve.classify_cli", "classify images through a running server"),
+    "health": ("digitserve.serve.health_cli", "check a server's gRPC health (exit 0 serving, 1 not)"),
+    "bench": ("digitserve.bench.cli", "benchmark training or serving"),
+    "web": ("digitserve.web.cli", "serve the drawing page and the model repository"),
+}
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {value}")
+    return value
+
+
+def add_repo_options(parser: argparse.ArgumentParser) -> None:
+    """--repo and --name, the same for every stage that touches the model repository."""
+    parser.add_argument("--repo", default=DEFAULT_REPO, help="model repository root (default: %(default)s)")
+    parser.add_argument("--name", default=DEFAULT_NAME, help="model name inside the repository (default: %(default)s)")
+
+
+def build_parser(command: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="digitserve",
+        description="Train, export and serve an MNIST digit classifier.",
+        epilog="Every option --some-flag can also be set with DIGITSERVE_SOME_FLAG.",
+    )
+    parser.add_argument("--version", action="version", version=f"digitserve {__version__}")
+    parser.add_argument(
+        "--log-level", default=os.environ.get(ENV_PREFIX + "LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default: %(default)s)",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, summary) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=summary, description=summary)
+        if name == command:  # configure only the stage that runs: its imports stay light
+            stage = importlib.import_module(module)
+            stage.configure(sub)
+            apply_environment(sub)
+            sub.set_defaults(run=stage.run)
+    return parser
+
+
+def apply_environment(parser: argparse.ArgumentParser) -> None:
+    """Take each option's default from DIGITSERVE_<DEST> when that variable is set."""
+    for action in parser._actions:
+        if not action.option_strings or action.dest in ("help", "version"):
+            continue
+        raw = os.environ.get(ENV_PREFIX + action.dest.upper())
+        if raw is None:
+            continue
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            action.default = raw.strip().lower() in ("1", "true", "yes", "on")
+        elif action.type is not None and callable(action.type):
+            try:
+                action.default = action.type(raw)
+            except (ValueError, argparse.ArgumentTypeError) as exc:
+                parser.error(f"{ENV_PREFIX}{action.dest.upper()}={raw!r}: {exc}")
+        else:
+            action.default = raw
+        action.required = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((arg for arg in argv if arg in COMMANDS), None)
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.run(args) or 0)
+    except UsageError as exc:
+        parser.exit(exc.exit_code, f"digitserve {args.command}: error: {exc}\n")
+    except DigitserveError as exc:
+        print(f"digitserve {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"digitserve {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

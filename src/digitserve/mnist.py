@@ -1,0 +1,180 @@
+"""Read MNIST without TensorFlow: the four IDX files (gzip or raw) or Keras' mnist.npz.
+
+Where the data comes from, in order: an explicit path (`--data`), the DIGITSERVE_DATA
+environment variable, the Keras cache (~/.keras/datasets/mnist.npz), and last the Keras
+download. Every failure is a DataError naming the file and the fix; no partial array
+is ever returned.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from digitserve.errors import DataError
+
+DATA_ENV = "DIGITSERVE_DATA"
+SPLITS = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+# IDX magic: two zero bytes, the element type (0x08 = uint8), the number of dimensions.
+IDX_MAGIC = {"images": b"\x00\x00\x08\x03", "labels": b"\x00\x00\x08\x01"}
+FIX = f"point --data or {DATA_ENV} at a folder holding the four MNIST IDX files or mnist.npz"
+
+
+@dataclass(frozen=True)
+class Mnist:
+    """The MNIST splits as uint8 arrays: images [N, 28, 28], labels [N]."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+
+    @property
+    def sha256(self) -> str:
+        """Fingerprint of the data itself, the same whichever file format it came from."""
+        digest = hashlib.sha256()
+        for array in (self.x_train, self.y_train, self.x_test, self.y_test):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
+
+
+def load_mnist(path: str | os.PathLike[str] | None = None) -> Mnist:
+    """Load MNIST from `path`, DIGITSERVE_DATA, the Keras cache, or the Keras download."""
+    chosen = path or os.environ.get(DATA_ENV)
+    if chosen:
+        return _load_path(Path(chosen))
+    cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets" / "mnist.npz"
+    if cached.is_file():
+        return read_npz(cached)
+    return _download_with_keras()
+
+
+def _load_path(path: Path) -> Mnist:
+    if path.is_file():
+        return read_npz(path)
+    if not path.is_dir():
+        raise DataError(f"MNIST data not found at {path}: {FIX}")
+    if (path / "mnist.npz").is_file() and not _find_idx(path, SPLITS["x_train"]):
+        return read_npz(path / "mnist.npz")
+    return read_idx_folder(path)
+
+
+def read_idx_folder(folder: Path) -> Mnist:
+    """Read the four IDX files from `folder`, verifying SHA256SUMS when it is there."""
+    expected = _read_sha256sums(folder / "SHA256SUMS")
+    arrays = {}
+    for key, stem in SPLITS.items():
+        file = _find_idx(folder, stem)
+        if file is None:
+            raise DataError(f"MNIST file {stem}[.gz] is missing from {folder}: {FIX}")
+        raw = _read_bytes(file)
+        if stem in expected and hashlib.sha256(raw).hexdigest() != expected[stem]:
+            raise DataError(
+                f"{file} does not match its checksum in {folder / 'SHA256SUMS'}: "
+                "the file is corrupt or was replaced; download it again"
+            )
+        arrays[key] = parse_idx(raw, file)
+    _check_pairs(arrays, str(folder))
+    return Mnist(**arrays, source=str(folder))
+
+
+def read_npz(file: Path) -> Mnist:
+    """Read Keras' mnist.npz (x_train, y_train, x_test, y_test)."""
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            arrays = {key: np.asarray(npz[key], dtype=np.uint8) for key in SPLITS}
+    except KeyError as exc:
+        raise DataError(f"{file} lacks the array {exc}: it is not Keras' mnist.npz") from exc
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{file} is not a readable .npz file ({exc}): download it again") from exc
+    _check_pairs(arrays, str(file))
+    return Mnist(**arrays, source=str(file))
+
+
+def parse_idx(raw: bytes, file: Path) -> np.ndarray:
+    """Decode one uncompressed IDX file of uint8 images [N, 28, 28] or labels [N]."""
+    kind = "labels" if "labels" in file.name else "images"
+    if raw[:4] != IDX_MAGIC[kind]:
+        raise DataError(
+            f"{file} has magic number {raw[:4].hex() or 'none'}, expected "
+            f"{IDX_MAGIC[kind].hex()} for MNIST {kind}: it is not an MNIST IDX {kind} file"
+        )
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{file} is truncated inside its header: download it again")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(shape)) + header
+    if len(raw) != expected:
+        raise DataError(
+            f"{file} holds {len(raw)} bytes but its header promises {expected} "
+            f"(shape {shape}): the file is truncated or corrupt; download it again"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _read_bytes(file: Path) -> bytes:
+    try:
+        if file.suffix == ".gz":
+            with gzip.open(file, "rb") as handle:
+                return handle.read()
+        return file.read_bytes()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{file} cannot be read ({exc}): download it again") from exc
+
+
+def _read_sha256sums(file: Path) -> dict[str, str]:
+    """name -> sha256 of the uncompressed content; empty when there is no SHA256SUMS."""
+    if not file.is_file():
+        return {}
+    sums = {}
+    for line in file.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            sums[parts[1].lstrip("*").removesuffix(".gz")] = parts[0].lower()
+    return sums
+
+
+def _check_pairs(arrays: dict[str, np.ndarray], source: str) -> None:
+    for split in ("train", "test"):
+        images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if images.ndim != 3 or images.shape[1:] != (28, 28):
+            raise DataError(f"{source}: {split} images have shape {images.shape}, expected [N, 28, 28]")
+        if len(images) != len(labels):
+            raise DataError(
+                f"{source}: {len(images)} {split} images but {len(labels)} labels; "
+                "the files do not belong together"
+            )
+        if labels.size and labels.max() > 9:
+            raise DataError(f"{source}: {split} labels go up to {labels.max()}, expected 0..9")
+
+
+def _download_with_keras() -> Mnist:
+    """Last resort: Keras' own download into its cache (needs the train extra and internet)."""
+    try:
+        from keras.datasets import mnist
+    except ImportError as exc:
+        raise DataError(f"no MNIST data found locally and Keras is not installed: {FIX}") from exc
+    try:
+        (x_train, y_train), (x_test, y_test) = mnist.load_data()
+    except Exception as exc:  # network errors come in many types
+        raise DataError(f"no MNIST data found locally and the download failed ({exc}): {FIX}") from exc
+    return Mnist(x_train, y_train, x_test, y_test, source="keras download")

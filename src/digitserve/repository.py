@@ -1,0 +1,126 @@
+"""The model repository: `<root>/<name>/<integer version>/`, as TF Serving and Triton lay it out.
+
+A version is complete once its manifest.json exists (export writes it last). Every stage
+writes through `atomic_directory` or `write_json_atomic`, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from digitserve.errors import ModelRepositoryError
+
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA_VERSION = 1
+DEFAULT_REPO = "models"
+DEFAULT_NAME = "digits"
+
+
+class ModelRepository:
+    """One model's folder of integer versions."""
+
+    def __init__(self, root: str | os.PathLike[str] = DEFAULT_REPO, name: str = DEFAULT_NAME):
+        self.root = Path(root)
+        self.name = name
+        self.model_dir = self.root / name
+
+    def versions(self) -> list[int]:
+        """All version numbers present, complete or not, ascending."""
+        if not self.model_dir.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.model_dir.iterdir() if p.name.isdigit() and p.is_dir())
+
+    def complete_versions(self) -> list[int]:
+        """Versions whose manifest.json exists, ascending."""
+        return [v for v in self.versions() if (self.path(v) / MANIFEST).is_file()]
+
+    def path(self, version: int) -> Path:
+        return self.model_dir / str(version)
+
+    def next_version(self) -> int:
+        return max(self.versions(), default=0) + 1
+
+    def latest_version(self) -> int:
+        """The newest version of any state (what export works on by default)."""
+        versions = self.versions()
+        if not versions:
+            raise ModelRepositoryError(
+                f"no model versions in {self.model_dir}: run `digitserve train` first"
+            )
+        return versions[-1]
+
+    def latest_complete_version(self) -> int:
+        """The newest version with a manifest (what the server and the web page use)."""
+        complete = self.complete_versions()
+        if not complete:
+            raise ModelRepositoryError(
+                f"no exported model version in {self.model_dir} (none has a {MANIFEST}): "
+                "run `digitserve train` and `digitserve export` first"
+            )
+        return complete[-1]
+
+    def require(self, version: int) -> Path:
+        """The folder of `version`, or a clear error listing the versions there are."""
+        path = self.path(version)
+        if not path.is_dir():
+            have = ", ".join(map(str, self.versions())) or "none"
+            raise ModelRepositoryError(
+                f"model version {version} does not exist in {self.model_dir} (versions: {have})"
+            )
+        return path
+
+    def read_manifest(self, version: int) -> dict[str, Any]:
+        file = self.require(version) / MANIFEST
+        try:
+            manifest = json.loads(file.read_text())
+        except FileNotFoundError as exc:
+            raise ModelRepositoryError(
+                f"{file} is missing: version {version} is not exported; run `digitserve export`"
+            ) from exc
+        except (OSError, ValueError) as exc:
+            raise ModelRepositoryError(f"{file} is not valid JSON ({exc}): export again") from exc
+        if manifest.get("schema_version") != MANIFEST_SCHEMA_VERSION:
+            raise ModelRepositoryError(
+                f"{file} has schema_version {manifest.get('schema_version')!r}; this digitserve "
+                f"reads {MANIFEST_SCHEMA_VERSION}: export again with this version"
+            )
+        return dict(manifest)
+
+
+@contextmanager
+def atomic_directory(final: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `final`; rename it to `final` only if the block succeeds.
+
+    Raises OSError (leaving `final` untouched) when a non-empty `final` appeared meanwhile.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield temp
+        os.rename(temp, final)  # atomic on one filesystem; fails if `final` is a non-empty dir
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
