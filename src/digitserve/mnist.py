@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,10 +94,11 @@ def read_npz(file: Path) -> Mnist:
     """Read Keras' mnist.npz (x_train, y_train, x_test, y_test)."""
     try:
         with np.load(file, allow_pickle=False) as npz:
+            missing = [key for key in SPLITS if key not in npz.files]
+            if missing:
+                raise DataError(f"{file} lacks the arrays {', '.join(missing)}: it is not Keras' mnist.npz")
             arrays = {key: np.asarray(npz[key], dtype=np.uint8) for key in SPLITS}
-    except KeyError as exc:
-        raise DataError(f"{file} lacks the array {exc}: it is not Keras' mnist.npz") from exc
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{file} is not a readable .npz file ({exc}): download it again") from exc
     _check_pairs(arrays, str(file))
     return Mnist(**arrays, source=str(file))

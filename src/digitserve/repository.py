@@ -76,6 +76,28 @@ class ModelRepository:
             )
         return path
 
+    @contextmanager
+    def staging_dir(self) -> Iterator[Path]:
+        """A temporary folder inside the model folder for a version being built; removed on error."""
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.model_dir))
+        try:
+            yield temp
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)  # gone already once published
+
+    def publish(self, staged: Path) -> int:
+        """Rename a fully written staging folder to the next free version number; return it."""
+        while True:
+            version = self.next_version()
+            try:
+                os.rename(staged, self.path(version))
+                return version
+            except OSError:
+                if not self.path(version).exists():
+                    raise
+                # another writer took this number between our look and our rename: take the next
+
     def read_manifest(self, version: int) -> dict[str, Any]:
         file = self.require(version) / MANIFEST
         try:

@@ -1,0 +1,25 @@
+"""`digitserve bench`: measurements, not tests. `bench train` times the training recipes;
+`bench serve` measures the gRPC server against references taken in the same run."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+TARGETS = {
+    "train": ("digitserve.bench.train_bench", "train the tutorial softmax and the default cnn on all of MNIST"),
+    "serve": ("digitserve.bench.serve_bench", "throughput and latency of the gRPC server against in-process ONNX Runtime and a bare gRPC echo"),
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    targets = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
+    for name, (module, summary) in TARGETS.items():
+        sub = targets.add_parser(name, help=summary, description=summary)
+        target = importlib.import_module(module)  # light: heavy imports happen inside run()
+        target.configure(sub)
+        sub.set_defaults(bench_run=target.run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(args.bench_run(args))
