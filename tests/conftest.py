@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -33,4 +34,20 @@ def trained_repo(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> P
 
     root = tmp_path_factory.mktemp("trained-repo")
     train(TrainConfig(model="softmax", epochs=3, subset=5000, data=str(mnist_dir), repo=str(root)))
+    return root
+
+
+@pytest.fixture(scope="session")
+def exported_repo(
+    tmp_path_factory: pytest.TempPathFactory, trained_repo: Path, mnist_dir: Path
+) -> Path:
+    """A repository root whose digits/1 (the softmax above) is exported to every format.
+
+    Shared by the whole session: copy it before changing anything in it.
+    """
+    from digitserve.export.pipeline import export_version
+
+    root = tmp_path_factory.mktemp("exported-repo")
+    shutil.copytree(trained_repo, root, dirs_exist_ok=True)
+    export_version(root, "digits", 1, data=str(mnist_dir))
     return root
