@@ -8,7 +8,10 @@ import importlib
 
 TARGETS = {
     "train": ("digitserve.bench.train_bench", "train the tutorial softmax and the default cnn on all of MNIST"),
-    "serve": ("digitserve.bench.serve_bench", "throughput and latency of the gRPC server against in-process ONNX Runtime and a bare gRPC echo"),
+    "serve": (
+        "digitserve.bench.serve_bench",
+        "throughput and latency of the gRPC server against in-process ONNX Runtime and a bare gRPC echo",
+    ),
 }
 
 

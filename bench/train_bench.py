@@ -17,11 +17,11 @@ TUTORIAL_ACCURACY = "92-93%"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", default="softmax,cnn", help="comma-separated models to train (default: %(default)s)")
+    parser.add_argument("--models", default="softmax,cnn", help="models to train (default: %(default)s)")
     parser.add_argument("--data", help="MNIST folder or mnist.npz (default: DIGITSERVE_DATA, then the Keras cache)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--repo", help="model repository to publish into (default: a temporary folder)")
-    parser.add_argument("--output", default="bench-train.json", help="where to write the JSON results (default: %(default)s)")
+    parser.add_argument("--output", default="bench-train.json", help="JSON results file (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -31,7 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="early-stopping patience in epochs on validation loss (0: off)")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
     parser.add_argument("--subset", type=positive_int, help="train on the first N training images only")
-    parser.add_argument("--data", help="MNIST folder (IDX files) or mnist.npz (default: DIGITSERVE_DATA, then the Keras cache)")
+    parser.add_argument(
+        "--data", help="MNIST folder (IDX files) or mnist.npz (default: DIGITSERVE_DATA, then the Keras cache)"
+    )
     add_repo_options(parser)
 
 

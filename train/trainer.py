@@ -13,7 +13,6 @@ import math
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import keras
 import numpy as np

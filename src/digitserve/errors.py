@@ -4,7 +4,8 @@
     ├── UsageError           an option value that cannot work (exit 2, like argparse's own errors)
     ├── DataError            MNIST files missing, truncated, corrupt or failing their checksum
     ├── ModelRepositoryError a model version or artifact that is missing, corrupt or incomplete
-    └── InvalidInput         input that breaks the input contract (shape, dtype, range)
+    ├── InvalidInput         input that breaks the input contract (shape, dtype, range)
+    └── ImageError           an image file that is missing or cannot be read as a picture
 
 The server maps these to gRPC status codes in `digitserve.serve.errors`.
 """
@@ -34,3 +35,7 @@ class ModelRepositoryError(DigitserveError):
 
 class InvalidInput(DigitserveError, ValueError):
     """Pixels that do not follow the input contract."""
+
+
+class ImageError(DigitserveError):
+    """An image file that cannot be read or prepared; the message names the file and the fix."""
