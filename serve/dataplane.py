@@ -1,0 +1,106 @@
+"""The serving core both APIs share: readiness, the model in service, and one inference path.
+
+A servicer hands `infer` a function that decodes and validates its request into float32
+[N, 784] pixels; the data plane checks readiness, pins the model in service, applies the
+per-request image limit, queues the pixels on the batcher and records the outcome in the
+metrics. Swapping the model (hot reload) is one attribute assignment on the event loop, so every
+call sees either the old model or the new one, and keeps the one it pinned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from digitserve.serve.batcher import Batcher
+from digitserve.serve.errors import Draining, NotReady, TooManyImages, status_of
+from digitserve.serve.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class State(enum.Enum):
+    LOADING = "loading"
+    SERVING = "serving"
+    DRAINING = "draining"
+
+
+class DataPlane:
+    """Readiness plus the one inference path (see module doc)."""
+
+    def __init__(self, batcher: Batcher, metrics: Metrics, max_request_images: int):
+        self.batcher = batcher
+        self.metrics = metrics
+        self.max_request_images = max_request_images
+        self.model: Any = None
+        """The model in service (an OnnxModel), None until the first one is loaded."""
+        self.state = State.LOADING
+        self.draining = asyncio.Event()
+        """Set when shutdown begins; streams watch it to end early."""
+
+    @property
+    def ready(self) -> bool:
+        return self.state is State.SERVING and self.model is not None
+
+    def serve(self, model: Any) -> Any:
+        """Put `model` in service (first load or hot swap); return the one it replaces."""
+        previous, self.model = self.model, model
+        if self.state is State.LOADING:
+            self.state = State.SERVING
+        self.metrics.model_loaded(model)
+        self.metrics.ready.set(1 if self.ready else 0)
+        return previous
+
+    def begin_drain(self) -> None:
+        self.state = State.DRAINING
+        self.draining.set()
+        self.metrics.ready.set(0)
+
+    def require_model(self) -> Any:
+        """The model in service, or the UNAVAILABLE error that says why there is none."""
+        if self.state is State.DRAINING:
+            raise Draining("the server is shutting down; retry on another replica")
+        if self.model is None:
+            raise NotReady("the model is still loading; retry shortly (watch grpc.health.v1)")
+        return self.model
+
+    async def infer(self, decode: Callable[[Any], np.ndarray], deadline: float | None) -> tuple[np.ndarray, Any]:
+        """Probabilities [N, 10] for the pixels `decode(model)` returns, and the model used.
+
+        `decode` gets the pinned model (to check requested names/versions against it) and raises
+        InvalidInput or ModelNotFound for a bad request. `deadline` is a time.monotonic() instant.
+        """
+        started = time.monotonic()
+        model = None
+        self.metrics.in_flight.inc()
+        try:
+            model = self.require_model()
+            pixels = decode(model)
+            if len(pixels) > self.max_request_images:
+                raise TooManyImages(
+                    f"{len(pixels)} images in one request; the limit is {self.max_request_images} "
+                    "(--max-request-images): split the batch"
+                )
+            probabilities = await self.batcher.submit(pixels, model, deadline)
+        except asyncio.CancelledError:
+            self.metrics.call_failed(model, "CANCELLED")
+            raise
+        except Exception as exc:
+            self.metrics.call_failed(model, status_of(exc)[0].name)
+            raise
+        finally:
+            self.metrics.in_flight.dec()
+        self.metrics.call_succeeded(model, time.monotonic() - started)
+        return probabilities, model
+
+
+def deadline_of(context: Any) -> float | None:
+    """The call's deadline as a time.monotonic() instant, or None when the client set none."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining

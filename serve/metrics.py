@@ -1,0 +1,165 @@
+"""Prometheus metrics, with Triton's names where they fit, served by prometheus-client.
+
+Counters (prometheus-client exposes each with the `_total` suffix of the Prometheus convention):
+    nv_inference_request_success{model,version}          calls answered
+    nv_inference_request_failure{model,version,reason}   calls failed; reason = gRPC status name
+    nv_inference_count{model,version}                    images computed
+    nv_inference_exec_count{model,version}               model executions (batches)
+    nv_inference_request_duration_us{model,version}      total time of successful calls
+    nv_inference_queue_duration_us{model,version}        total time chunks waited in the queue
+    nv_inference_compute_infer_duration_us{model,version} total time the model ran
+    digitserve_dropped_images{reason}                    images dropped unrun: cancelled, expired
+    digitserve_reloads{result}                           hot reloads: success, failure
+Histograms: digitserve_batch_size, digitserve_queue_duration_seconds,
+    digitserve_compute_duration_seconds, digitserve_request_duration_seconds.
+Gauges: digitserve_execution_provider{provider} (1 for the active one),
+    digitserve_model_version{model} (the version served), digitserve_queue_images,
+    digitserve_inflight_calls (inference calls being handled),
+    digitserve_ready (1 when serving, 0 when loading or draining).
+
+Each server owns its registry, so several servers can live in one process (tests).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def _labels(model: Any) -> tuple[str, str]:
+    info = model.info
+    return info.name, str(info.version)
+
+
+class Metrics:
+    """The server's metrics; also the batcher's BatchObserver."""
+
+    def __init__(self, max_batch_size: int):
+        disable_created_metrics()  # the `_created` twin of every counter only adds noise here
+        self.registry = CollectorRegistry()
+        r = self.registry
+        mv = ["model", "version"]
+        self.success = Counter("nv_inference_request_success", "Successful inference calls", mv, registry=r)
+        self.failure = Counter("nv_inference_request_failure", "Failed inference calls", [*mv, "reason"], registry=r)
+        self.inferences = Counter("nv_inference_count", "Images computed", mv, registry=r)
+        self.executions = Counter("nv_inference_exec_count", "Model executions (batches)", mv, registry=r)
+        self.request_us = Counter(
+            "nv_inference_request_duration_us",
+            "Cumulative successful call time (us)",
+            mv,
+            registry=r,
+        )
+        self.queue_us = Counter(
+            "nv_inference_queue_duration_us",
+            "Cumulative queue wait of computed chunks (us)",
+            mv,
+            registry=r,
+        )
+        self.compute_us = Counter(
+            "nv_inference_compute_infer_duration_us",
+            "Cumulative model execution time (us)",
+            mv,
+            registry=r,
+        )
+        self.dropped_images = Counter(
+            "digitserve_dropped_images",
+            "Images dropped before the model ran",
+            ["reason"],
+            registry=r,
+        )
+        self.reloads = Counter("digitserve_reloads", "Hot reload attempts", ["result"], registry=r)
+        buckets = [1.0]
+        while buckets[-1] < max_batch_size:
+            buckets.append(min(buckets[-1] * 2, float(max_batch_size)))
+        self.batch_size = Histogram("digitserve_batch_size", "Images per model execution", buckets=buckets, registry=r)
+        seconds = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+        self.queue_seconds = Histogram(
+            "digitserve_queue_duration_seconds", "Queue wait per chunk", buckets=seconds, registry=r
+        )
+        self.compute_seconds = Histogram(
+            "digitserve_compute_duration_seconds",
+            "Model execution time per batch",
+            buckets=seconds,
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "digitserve_request_duration_seconds",
+            "Successful call duration",
+            buckets=seconds,
+            registry=r,
+        )
+        self.provider = Gauge(
+            "digitserve_execution_provider",
+            "1 for the ONNX Runtime provider in use",
+            ["provider"],
+            registry=r,
+        )
+        self.model_version = Gauge("digitserve_model_version", "Version served", ["model"], registry=r)
+        self.queue_images = Gauge("digitserve_queue_images", "Images waiting in the queue", registry=r)
+        self.ready = Gauge("digitserve_ready", "1 when serving, 0 when loading or draining", registry=r)
+        self.in_flight = Gauge("digitserve_inflight_calls", "Inference calls being handled right now", registry=r)
+        self._http: Any = None
+
+    # -- the batcher's observer ------------------------------------------------------------
+    def batch_done(self, model: Any, images: int, queue_seconds: Sequence[float], compute_seconds: float) -> None:
+        labels = _labels(model)
+        self.inferences.labels(*labels).inc(images)
+        self.executions.labels(*labels).inc()
+        self.compute_us.labels(*labels).inc(compute_seconds * 1e6)
+        self.queue_us.labels(*labels).inc(sum(queue_seconds) * 1e6)
+        self.batch_size.observe(images)
+        self.compute_seconds.observe(compute_seconds)
+        for wait in queue_seconds:
+            self.queue_seconds.observe(wait)
+
+    def batch_failed(self, model: Any, images: int) -> None:
+        pass  # every call in it is counted as a failure by the data plane
+
+    def dropped(self, images: int, reason: str) -> None:
+        self.dropped_images.labels(reason).inc(images)
+
+    # -- calls and state ---------------------------------------------------------------------
+    def call_succeeded(self, model: Any, seconds: float) -> None:
+        labels = _labels(model)
+        self.success.labels(*labels).inc()
+        self.request_us.labels(*labels).inc(seconds * 1e6)
+        self.request_seconds.observe(seconds)
+
+    def call_failed(self, model: Any | None, reason: str) -> None:
+        labels = _labels(model) if model is not None else ("", "")
+        self.failure.labels(*labels, reason).inc()
+
+    def model_loaded(self, model: Any) -> None:
+        self.model_version.labels(model.info.name).set(model.info.version)
+        for provider in {*PROVIDERS, model.info.provider}:
+            self.provider.labels(provider).set(1 if provider == model.info.provider else 0)
+
+    def track_queue(self, queued_images: Callable[[], int]) -> None:
+        self.queue_images.set_function(lambda: float(queued_images()))
+
+    # -- the HTTP endpoint -------------------------------------------------------------------
+    def serve(self, host: str, port: int) -> int:
+        """Serve /metrics on host:port (0 picks a port); return the port."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._http = server
+        return int(server.server_port)
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None

@@ -1,0 +1,258 @@
+"""The gRPC server: wiring, health, reflection, metrics endpoint, hot reload and graceful drain.
+
+Life of a server (`DigitServer.run`):
+1. preflight: the newest complete version exists and its ONNX file matches the manifest's
+   sha256, or start is refused before anything listens;
+2. listen (health NOT_SERVING, ServerLive true, ServerReady false), load + verify + warm the
+   model in a thread, then health SERVING;
+3. serve; SIGHUP, or a newer complete version found by polling every `poll_seconds`, loads the
+   new version beside the old one and swaps it in; a bad version is logged, the old one stays;
+4. SIGTERM/SIGINT: health NOT_SERVING, new calls UNAVAILABLE, calls in flight get
+   `grace_seconds` to finish, then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from digitserve.errors import DigitserveError, ModelRepositoryError
+from digitserve.repository import ModelRepository
+from digitserve.serve.batcher import Batcher
+from digitserve.serve.dataplane import DataPlane, State
+from digitserve.serve.metrics import Metrics
+from digitserve.serve.model import load_model, read_verified_onnx
+from digitserve.serve.proto import digits_pb2_grpc, grpc_service_pb2_grpc
+from digitserve.serve.servicers import digits, kserve
+from digitserve.serve.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+SERVICES = (digits.SERVICE_NAME, kserve.SERVICE_NAME)
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def _read_pem(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DigitserveError(f"cannot read the {what} {path}: {exc.strerror or exc}") from exc
+
+
+class DigitServer:
+    """One gRPC server process' worth of state (see module doc)."""
+
+    def __init__(self, settings: ServeSettings):
+        self.settings = settings
+        self.metrics = Metrics(settings.max_batch_size)
+        self.batcher = Batcher(
+            max_batch_size=settings.max_batch_size,
+            max_queue_images=settings.max_queue_images,
+            max_queue_delay_us=settings.max_queue_delay_us,
+            instances=settings.instances,
+            observer=self.metrics,
+        )
+        self.metrics.track_queue(lambda: self.batcher.queued_images)
+        self.plane = DataPlane(self.batcher, self.metrics, settings.max_request_images)
+        self.health = health_aio.HealthServicer()
+        self.port = 0
+        self.metrics_port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._stop_requested = asyncio.Event()
+        self._stopped = False
+        self._reload_lock = asyncio.Lock()
+        self._failed_versions: set[int] = set()
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # -- start ---------------------------------------------------------------------------------
+    def preflight(self) -> int:
+        """The version that will be served, after checking its file against the manifest."""
+        repo = ModelRepository(self.settings.repo, self.settings.name)
+        version = repo.latest_complete_version()
+        read_verified_onnx(repo, version)
+        return version
+
+    async def start(self) -> int:
+        """Listen (health NOT_SERVING until `load`); return the gRPC port."""
+        s = self.settings
+        options = [
+            ("grpc.max_receive_message_length", s.max_message_bytes),
+            ("grpc.max_send_message_length", s.max_message_bytes),
+            ("grpc.so_reuseport", 1 if s.reuse_port else 0),
+        ]
+        server = grpc.aio.server(options=options)
+        digits_pb2_grpc.add_ClassifierServicer_to_server(digits.ClassifierServicer(self.plane), server)
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(kserve.InferenceServicer(self.plane), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        for service in ("", *SERVICES):
+            await self.health.set(service, NOT_SERVING)
+        reflection.enable_server_reflection(
+            (
+                *SERVICES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        address = f"{s.host}:{s.port}" if ":" not in s.host else f"[{s.host}]:{s.port}"
+        try:
+            if s.tls_cert is not None and s.tls_key is not None:
+                credentials = grpc.ssl_server_credentials(
+                    [(_read_pem(s.tls_key, "TLS key"), _read_pem(s.tls_cert, "TLS certificate"))],
+                    root_certificates=_read_pem(s.tls_client_ca, "client CA") if s.tls_client_ca else None,
+                    require_client_auth=s.tls_client_ca is not None,
+                )
+                self.port = server.add_secure_port(address, credentials)
+            else:
+                self.port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise DigitserveError(f"cannot listen on {address} ({exc}): is the port in use?") from exc
+        await server.start()
+        self._server = server
+        self.batcher.start()
+        if s.metrics_port is not None:
+            try:
+                self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
+            except OSError as exc:
+                await server.stop(None)
+                await self.batcher.close()
+                raise DigitserveError(
+                    f"cannot serve metrics on {s.host}:{s.metrics_port} ({exc.strerror or exc})"
+                ) from exc
+        log.info(
+            "listening on %s:%d (%s), metrics on %s",
+            s.host,
+            self.port,
+            "mutual TLS" if s.tls_client_ca else "TLS" if s.tls_cert else "plaintext",
+            f"http://{s.host}:{self.metrics_port}/metrics" if self.metrics_port is not None else "off",
+        )
+        return self.port
+
+    async def load(self, version: int | None = None) -> None:
+        """Load, verify and warm the first model, report SERVING, start polling for new ones."""
+        model = await asyncio.to_thread(load_model, self.settings, version)
+        self.plane.serve(model)
+        for service in ("", *SERVICES):
+            await self.health.set(service, SERVING)
+        if self.settings.poll_seconds > 0:
+            self._tasks.append(asyncio.create_task(self._poll(), name="reload-poll"))
+        info = model.info
+        log.info(
+            "serving %s version %d from %s on %s (loaded, verified and warmed in %.2f s)",
+            info.name,
+            info.version,
+            info.path,
+            info.provider,
+            info.load_seconds,
+        )
+
+    # -- reload --------------------------------------------------------------------------------
+    async def reload(self, force: bool = False) -> bool:
+        """Serve the newest complete version if newer (always with force); True on a swap."""
+        async with self._reload_lock:
+            current = self.plane.model.info.version if self.plane.model is not None else None
+            repo = ModelRepository(self.settings.repo, self.settings.name)
+            try:
+                latest = await asyncio.to_thread(repo.latest_complete_version)
+            except ModelRepositoryError as exc:
+                log.warning("reload: %s; still serving version %s", exc, current)
+                return False
+            if force:
+                self._failed_versions.clear()
+            elif current is not None and (latest <= current or latest in self._failed_versions):
+                return False
+            log.info("reload: loading version %d beside version %s", latest, current)
+            try:
+                model = await asyncio.to_thread(load_model, self.settings, latest)
+            except Exception as exc:
+                self._failed_versions.add(latest)
+                self.metrics.reloads.labels("failure").inc()
+                if isinstance(exc, DigitserveError):
+                    log.error(
+                        "reload: version %d not served: %s; still serving version %s",
+                        latest,
+                        exc,
+                        current,
+                    )
+                else:
+                    log.exception(
+                        "reload: version %d failed to load; still serving version %s",
+                        latest,
+                        current,
+                    )
+                return False
+            if self.plane.state is State.DRAINING:
+                return False
+            self.plane.serve(model)
+            self.metrics.reloads.labels("success").inc()
+            log.info(
+                "reload: now serving version %d on %s (was %s; calls already queued finish on it)",
+                latest,
+                model.info.provider,
+                current,
+            )
+            return True
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_seconds)
+            try:
+                await self.reload()
+            except Exception:
+                log.exception("reload poll failed; will try again")
+
+    # -- stop ----------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    async def stop(self) -> None:
+        """Drain: NOT_SERVING, refuse new calls, let calls in flight finish within the grace."""
+        if self._stopped:
+            return
+        self._stopped = True
+        grace = self.settings.grace_seconds
+        log.info("draining: health NOT_SERVING, new calls UNAVAILABLE, %.1f s grace", grace)
+        self.plane.begin_drain()
+        await self.health.enter_graceful_shutdown()
+        for task in self._tasks:
+            task.cancel()
+        if self._server is not None:
+            await self._server.stop(grace)
+        await self.batcher.close()
+        self.metrics.close()
+        log.info("stopped")
+
+    # -- the whole life ------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Preflight, start, load, serve until SIGTERM/SIGINT, drain (see module doc)."""
+        version = await asyncio.to_thread(self.preflight)
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._tasks.append(asyncio.create_task(self.reload(force=True))))
+        try:
+            loading = asyncio.create_task(self.load(version))
+            stop = asyncio.create_task(self._stop_requested.wait())
+            await asyncio.wait({loading, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not loading.done():
+                loading.cancel()
+                log.info("stop requested while loading")
+            else:
+                loading.result()  # a failed load ends the process (exit 1) after the drain below
+                await stop
+        finally:
+            for handled in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(handled)
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.stop()

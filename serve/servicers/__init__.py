@@ -1,0 +1,1 @@
+"""One gRPC servicer per API: proto -> numpy -> batcher -> proto (never onnxruntime)."""

@@ -1,0 +1,123 @@
+"""`digitserve serve` as a real process: signals, exit codes, refusals, the logged configuration."""
+
+from __future__ import annotations
+
+import signal
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import onnxruntime as ort
+import pytest
+from serve_harness import ServeProcess, Stubs, metric_value
+from serve_models import random_weights, write_version
+
+from digitserve.serve.proto import digits_pb2 as d
+
+ONE = d.ClassifyRequest(uint8=bytes([90]) * 784)
+COMMON = ("--port", "0", "--metrics-port", "0", "--device", "cpu", "--intra-op-threads", "1")
+
+
+def ready_port(process: ServeProcess) -> int:
+    port = int(process.wait_for_log(r"listening on 127\.0\.0\.1:(\d+)").group(1))
+    process.wait_for_log(r"serving digits version \d+ from")
+    return port
+
+
+def in_flight_calls(metrics_port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
+        return metric_value(reply.read().decode(), "digitserve_inflight_calls")
+
+
+def test_sigterm_answers_every_call_in_flight_then_exits_0(
+    serve_process: Callable[..., ServeProcess], slow_repo: Path
+) -> None:
+    process = serve_process("--repo", str(slow_repo), *COMMON, "--max-batch-size", "2", "--grace-seconds", "30")
+    port = ready_port(process)
+    metrics = int(process.wait_for_log(r"metrics on http://127\.0\.0\.1:(\d+)/metrics").group(1))
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stubs = Stubs(channel)
+        in_flight = [stubs.digits.Classify.future(ONE, timeout=60) for _ in range(5)]
+        deadline = time.monotonic() + 30  # in flight means arrived at the server
+        while in_flight_calls(metrics) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert in_flight_calls(metrics) == 5
+        process.process.send_signal(signal.SIGTERM)
+        process.wait_for_log("draining")
+        with pytest.raises(grpc.RpcError) as error:
+            stubs.digits.Classify(ONE, timeout=10)
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+        answers = [f.result() for f in in_flight]
+    assert all(len(a.predictions) == 1 for a in answers)
+    assert process.process.wait(60) == 0, process.log()
+    assert "stopped" in process.log()
+
+
+def test_sighup_reloads_and_the_effective_configuration_is_logged(
+    serve_process: Callable[..., ServeProcess], own_repo: Path
+) -> None:
+    process = serve_process(
+        "--repo",
+        str(own_repo),
+        *COMMON,
+        "--poll-seconds",
+        "0",
+        env={"DIGITSERVE_MAX_BATCH_SIZE": "16", "DIGITSERVE_GRACE_SECONDS": "3"},
+    )
+    port = ready_port(process)
+    config = process.wait_for_log(r"digitserve serve: (repo=.*)").group(1)
+    assert "max_batch_size=16" in config and "grace_seconds=3.0" in config
+    assert "max_queue_delay_us=0" in config and "device=cpu" in config
+    assert "on CPUExecutionProvider" in process.log()
+    write_version(own_repo, 2, random_weights(2))
+    process.process.send_signal(signal.SIGHUP)
+    process.wait_for_log("reload: now serving version 2")
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        assert Stubs(channel).digits.Classify(ONE, timeout=10).model_version == 2
+    process.process.send_signal(signal.SIGINT)
+    assert process.process.wait(30) == 0, process.log()
+
+
+def bad_sha(repo: Path) -> list[str]:
+    write_version(repo, 1, random_weights(0), bad_sha256=True)
+    return []
+
+
+def empty(repo: Path) -> list[str]:
+    (repo / "digits" / "1").mkdir(parents=True)  # trained, never exported
+    return []
+
+
+def cuda(repo: Path) -> list[str]:
+    write_version(repo, 1, random_weights(0))
+    return ["--device", "cuda"]
+
+
+@pytest.mark.parametrize(
+    ("prepare", "message"),
+    [
+        (empty, "no exported model version in .* \\(none has a manifest.json\\)"),
+        (bad_sha, ".*model.onnx has sha256 [0-9a-f]{64}, but the manifest says 0{64}"),
+        pytest.param(
+            cuda,
+            "--device cuda: this onnxruntime .* has no CUDAExecutionProvider",
+            marks=pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA present"),
+        ),
+    ],
+    ids=["no-exported-version", "sha256-mismatch", "device-cuda-without-gpu"],
+)
+def test_refuses_to_start_with_a_clear_message(
+    serve_process: Callable[..., ServeProcess],
+    tmp_path: Path,
+    prepare: Callable[[Path], list[str]],
+    message: str,
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    extra = prepare(repo)
+    process = serve_process("--repo", str(repo), *COMMON, *extra)
+    assert process.process.wait(60) == 1, process.log()
+    process.wait_for_log(f"digitserve serve: error: {message}")
+    assert "Traceback" not in process.log()
