@@ -81,6 +81,7 @@ class ModelRepository:
         """A temporary folder inside the model folder for a version being built; removed on error."""
         self.model_dir.mkdir(parents=True, exist_ok=True)
         temp = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.model_dir))
+        os.chmod(temp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the version from a server user
         try:
             yield temp
         finally:
@@ -124,6 +125,7 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    os.chmod(temp, 0o777 & ~_umask())
     try:
         yield temp
         os.rename(temp, final)  # atomic on one filesystem; fails if `final` is a non-empty dir
@@ -137,6 +139,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # readable like any other file, not mkstemp's 0600
         with os.fdopen(fd, "w") as handle:
             json.dump(data, handle, indent=2, sort_keys=False)
             handle.write("\n")
@@ -146,3 +149,9 @@ def write_json_atomic(path: Path, data: Any) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

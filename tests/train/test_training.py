@@ -73,3 +73,10 @@ def test_cnn_with_augmentation_and_validation_learns(tmp_path: Path, mnist_dir: 
     assert metrics["test_accuracy"] > 0.8
     history = json.loads((tmp_path / "digits" / "1" / "train" / "history.json").read_text())
     assert "val_loss" in history
+
+
+def test_published_version_is_readable_by_other_users(trained_repo: Path) -> None:
+    """A server running as another user (a container's) must be able to read the version."""
+    version_dir = trained_repo / "digits" / "1"
+    assert version_dir.stat().st_mode & 0o005 == 0o005
+    assert (version_dir / "train" / "metrics.json").stat().st_mode & 0o004

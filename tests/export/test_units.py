@@ -1,0 +1,85 @@
+"""The export stage's small parts, without TensorFlow: formats, the swap, renames, the table."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from digitserve.errors import UsageError
+from digitserve.export import publish
+from digitserve.export.report import format_size, format_table
+from digitserve.export.targets import is_quantised, parse_formats
+from digitserve.export.to_tfjs import rename_signature_nodes
+
+
+def test_parse_formats_orders_and_rejects() -> None:
+    assert parse_formats("tflite-int8, ONNX") == ("onnx", "tflite-int8")
+    assert parse_formats("tfjs,tfjs") == ("tfjs",)
+    with pytest.raises(UsageError, match="unknown export format 'onnx2', 'pt'"):
+        parse_formats("onnx2,pt")
+
+
+def test_quantised_targets() -> None:
+    assert is_quantised("tflite-int8", None)
+    assert not is_quantised("tflite", None)
+    assert not is_quantised("tfjs", "none") and is_quantised("tfjs", "float16")
+
+
+def test_exchange_swaps_two_folders_atomically(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "old").write_text("old")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "new").write_text("new")
+    publish.exchange(tmp_path / "b", tmp_path / "a")
+    assert os.listdir(tmp_path / "a") == ["new"] and os.listdir(tmp_path / "b") == ["old"]
+
+
+def test_staged_copy_links_everything_but_what_export_owns(tmp_path: Path) -> None:
+    version = tmp_path / "digits" / "1"
+    (version / "train").mkdir(parents=True)
+    (version / "model.keras").write_bytes(b"weights")
+    (version / "train" / "metrics.json").write_text("{}")
+    (version / "onnx").mkdir()
+    (version / "manifest.json").write_text("{}")
+    with publish.staged_copy(version, skip=("onnx", "manifest.json")) as stage:
+        assert stage.parent == version.parent and stage.name.startswith(".1.export-")
+        assert sorted(p.name for p in stage.iterdir()) == ["model.keras", "train"]
+        assert (stage / "model.keras").stat().st_ino == (version / "model.keras").stat().st_ino
+        assert (stage / "train" / "metrics.json").read_text() == "{}"
+    assert not stage.exists()
+
+
+def test_rename_signature_nodes_rewrites_references() -> None:
+    topology = {
+        "signature": {"inputs": {"pixels": {"name": "serving_pixels:0"}},
+                      "outputs": {"probabilities": {"name": "Identity:0"}}},
+        "modelTopology": {"node": [
+            {"name": "serving_pixels", "op": "Placeholder"},
+            {"name": "dense", "op": "MatMul", "input": ["serving_pixels", "^serving_pixels"]},
+            {"name": "Identity", "op": "Identity", "input": ["dense:0"]},
+        ]},
+    }
+    rename_signature_nodes(topology)
+    nodes = topology["modelTopology"]["node"]
+    assert [n["name"] for n in nodes] == ["pixels", "dense", "probabilities"]
+    assert nodes[1]["input"] == ["pixels", "^pixels"]
+    assert topology["signature"]["outputs"]["probabilities"]["name"] == "probabilities:0"
+    with pytest.raises(ValueError, match="expected \\['probabilities'\\]"):
+        rename_signature_nodes({"signature": {"inputs": {"pixels": {"name": "pixels:0"}},
+                                              "outputs": {"output_0": {"name": "Identity:0"}}},
+                                "modelTopology": {"node": []}})
+
+
+def test_table_reads_like_the_manifest() -> None:
+    parity = {"accuracy": 0.9231, "keras_accuracy": 0.9232, "top1_agreement": 0.9987,
+              "max_abs_diff": 0.031, "seconds": 0.4}
+    manifest = {"model": {"test_accuracy": 0.9232}, "artifacts": {
+        "tflite-int8": {"path": "tflite/model_int8.tflite", "bytes": 10_000,
+                        "conversion_seconds": 1.25, "parity": parity}}}
+    text = format_table(manifest)
+    assert text.splitlines()[3].split() == ["tflite-int8", "tflite/model_int8.tflite", "9.8", "KB",
+                                            "0.9231", "99.87%", "3.1e-02", "1.2", "s", "0.4", "s"]
+    assert "max \\|Δp\\|" in format_table(manifest, markdown=True)
+    assert format_size(512) == "512 B" and format_size(3 * 1024 * 1024) == "3.0 MB"
