@@ -1,7 +1,7 @@
 """Parity: run each artifact in its users' runtime on the test images, hold it to the Keras model.
 
 ONNX runs in ONNX Runtime (what the server uses), TFLite in LiteRT (`ai_edge_litert`, what apps
-bundle), TF.js in @tensorflow/tfjs under Node.js (what a page runs, on the pure-JS backend).
+bundle), TF.js in @tensorflow/tfjs under Node.js (what a page runs, on the WASM backend).
 Each runner also checks that the artifact exposes the contract's names and shapes.
 """
 
@@ -55,8 +55,7 @@ def run_artifact(key: str, path: Path, pixels: np.ndarray) -> tuple[np.ndarray, 
         probabilities, report = tfjs_node.predict(path, pixels, batch=BATCH)
         _expect_names("TF.js", [i["name"] for i in report["inputs"]],
                       [o["name"] for o in report["outputs"]])
-        runtime = (f"@tensorflow/tfjs {report['tfjs']} ({report['backend']} backend, Node.js, "
-                   f"{report['workers']} processes)")
+        runtime = f"@tensorflow/tfjs {report['tfjs']} ({report['backend']} backend, Node.js)"
         return probabilities, runtime
     raise ValueError(f"no runtime for {key!r}")
 

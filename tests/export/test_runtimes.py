@@ -142,11 +142,11 @@ def test_tfjs_loads_over_http_in_real_tensorflow_js(
     np.testing.assert_allclose(np.reshape(report["probabilities"], (3, 10)), keras[:3], atol=1e-4)
 
 
-def test_tfjs_runner_splits_images_over_node_processes(
-    version: Path, sample: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("backend", ["wasm", "cpu"])
+def test_tfjs_runner_backends_agree_with_keras(
+    version: Path, sample: tuple[np.ndarray, np.ndarray], backend: str
 ) -> None:
-    monkeypatch.setattr(tfjs_node, "MIN_SLICE", 5)
     pixels, keras = sample
-    out, report = tfjs_node.predict(version / "tfjs" / "model.json", pixels, batch=7, workers=2)
-    assert report["workers"] == 2 and report["images"] == 20 and report["backend"] == "cpu"
+    out, report = tfjs_node.predict(version / "tfjs" / "model.json", pixels, batch=7, backend=backend)
+    assert report["backend"] == backend and report["images"] == 20
     np.testing.assert_allclose(out, keras, atol=1e-4)
