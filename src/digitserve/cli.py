@@ -14,6 +14,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -95,6 +96,10 @@ def apply_environment(parser: argparse.ArgumentParser) -> None:
         action.required = False
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((arg for arg in argv if arg in COMMANDS), None)
@@ -103,6 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # SIGTERM unwinds like Ctrl-C, so staging folders are removed on the way out
+    # (the server installs its own graceful handler on top of this one).
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return int(args.run(args) or 0)
     except UsageError as exc:
