@@ -1,0 +1,23 @@
+"""A real `digitserve web` server in a background thread, for the tests in this folder."""
+
+from __future__ import annotations
+
+import threading
+
+from digitserve.web.server import WebConfig, WebServer
+
+
+class RunningServer:
+    """A WebServer on 127.0.0.1 with a free port, serving in a background thread."""
+
+    def __init__(self, config: WebConfig):
+        self.server = WebServer(("127.0.0.1", 0), config)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+        self.url = self.server.url.rstrip("/")
+        self.port = int(self.server.server_address[1])
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
