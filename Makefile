@@ -18,12 +18,12 @@ ifeq ($(DIGITSERVE_DATA),)
   endif
 endif
 
-.PHONY: run setup system-packages python-packages js-packages model test test-slow test-all bench lint stubs clean
+.PHONY: run setup system-packages python-packages js-packages interop-packages model test test-slow test-all bench lint stubs clean
 
 run: setup model  ## install, train if no model exists, export, serve on 127.0.0.1:50051
 	$(VENV_BIN)/digitserve serve --repo $(REPO) --name $(NAME)
 
-setup: system-packages python-packages js-packages
+setup: system-packages python-packages js-packages interop-packages
 
 system-packages:  ## Debian packages the tests use: Chromium (browser tests), docker-compose (compose validation)
 	@if ! command -v chromium >/dev/null || ! command -v docker-compose >/dev/null; then \
@@ -36,6 +36,9 @@ python-packages:
 
 js-packages:
 	npm ci --no-audit --no-fund
+
+interop-packages:  ## Triton's client in .venv-triton (its protobuf clashes with ours), for the interop test
+	tests/interop/make_triton_venv.sh
 
 REPOSITORY := from digitserve.repository import ModelRepository; r = ModelRepository('$(REPO)', '$(NAME)')
 
@@ -61,4 +64,4 @@ lint:
 	$(VENV_BIN)/ruff check .
 
 clean:
-	rm -rf .venv node_modules .pytest_cache
+	rm -rf .venv .venv-triton node_modules .pytest_cache

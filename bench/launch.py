@@ -1,0 +1,99 @@
+"""Run `digitserve serve` as a real subprocess on 127.0.0.1 and find out when it serves, and where.
+
+The benchmark, the GPU check and the client tests all start servers the way a user does: the
+port comes from the server's own log line ("listening on 127.0.0.1:PORT"), readiness from its
+"serving NAME version V" line, and a server that exits first raises ServerFailed carrying the
+error line the server printed (for example `--device cuda` on a machine without CUDA).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from digitserve.errors import DigitserveError
+
+LISTENING = re.compile(r"listening on [^ ]*:(\d+) ")
+SERVING = re.compile(r"serving (\S+) version (\d+) from \S+ on (\S+)")
+ERROR_LINE = re.compile(r"^digitserve serve: error: (.*)$", re.MULTILINE)
+
+
+class ServerFailed(DigitserveError):
+    """The server process exited, or did not serve in time; the message quotes its error."""
+
+
+def free_port(reuse_port: bool = False) -> int:
+    """A port free on 127.0.0.1 right now (for servers that must share one port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        if reuse_port:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ServeProcess:
+    """One `digitserve serve --host 127.0.0.1` process; a context manager that stops it."""
+
+    def __init__(self, repo: str | Path, args: list[str], log_path: Path, name: str = "digits", port: int = 0):
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        command = [sys.executable, "-m", "digitserve", "--log-level", "INFO", "serve"]
+        command += ["--repo", str(repo), "--name", name]
+        command += ["--host", "127.0.0.1", "--port", str(port), "--poll-seconds", "0", *args]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DIGITSERVE_") or k == "DIGITSERVE_DATA"}
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.port = 0
+        self.version = 0
+        self.provider = ""
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_serving(self, timeout: float = 120.0) -> ServeProcess:
+        """Wait for the 'serving' line; raise ServerFailed if the process exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log()
+            listening, serving = LISTENING.search(text), SERVING.search(text)
+            if listening and serving:
+                self.port = int(listening.group(1))
+                self.version = int(serving.group(2))
+                self.provider = serving.group(3)
+                return self
+            if self.process.poll() is not None:
+                self.close()
+                error = ERROR_LINE.search(self.log())
+                reason = error.group(1) if error else f"see {self.log_path}"
+                raise ServerFailed(f"digitserve serve exited with code {self.process.returncode}: {reason}")
+            time.sleep(0.05)
+        self.close()
+        raise ServerFailed(f"digitserve serve did not serve within {timeout:g} s; see {self.log_path}")
+
+    def close(self, grace: float = 15.0) -> int | None:
+        """SIGTERM (the server drains), then SIGKILL after `grace` seconds; the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        if not self._log.closed:
+            self._log.close()
+        return self.process.returncode
+
+    def __enter__(self) -> ServeProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,184 @@
+"""`digitserve bench serve`: the gRPC server against references measured in the same run.
+
+(a) requests of 64 images at concurrency 8, against in-process ONNX Runtime on the same batches
+    (the server's own model loader and session settings, called back to back);
+(b) single-image requests at concurrency 1 and 64, against a bare grpc.aio echo server
+    (bench/echo.py) answering the same method with a reply of the real reply's size;
+(c) the single-image load again with batching off (`--max-batch-size 1`).
+
+The server is a real `digitserve serve` process (or several sharing a port with SO_REUSEPORT);
+the load comes from spawned processes (bench/loadgen.py) that talk only to 127.0.0.1 and stop
+after `--seconds` or `--max-requests`, whichever comes first. Prints images/s, p50/p99 latency
+and the ratios, and writes everything as JSON (`--output`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from digitserve.cli import positive_int
+from digitserve.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+METHODS = {"digits": "/digits.v1.Classifier/Classify", "v2": "/inference.GRPCInferenceService/ModelInfer"}
+TARGETS = {"a": 0.85, "b": 0.9, "c": 1.0}
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than zero, got {text}")
+    return value
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repo", help="model repository to serve (default: train and export a fresh one)")
+    parser.add_argument("--name", default="digits", help="model name in the repository (default: %(default)s)")
+    parser.add_argument(
+        "--model", default="cnn", choices=("softmax", "mlp", "cnn"),
+        help="architecture of the fresh model when --repo is not given (default: %(default)s)",
+    )
+    parser.add_argument("--data", help="MNIST folder or mnist.npz (default: DIGITSERVE_DATA, then the Keras cache)")
+    parser.add_argument("--phases", default="a,b,c", help="which measurements: a, b, c (default: %(default)s)")
+    parser.add_argument("--seconds", type=positive_float, default=10.0, help="measured seconds per phase (default: 10)")
+    parser.add_argument("--warmup", type=positive_float, default=1.0, help="unmeasured seconds first (default: 1)")
+    parser.add_argument("--max-requests", type=positive_int, default=200_000, help="cap per phase and load process")
+    parser.add_argument("--api", choices=tuple(METHODS), default="digits", help="API under load (default: %(default)s)")
+    parser.add_argument(
+        "--encoding", choices=("float32", "float32_le", "uint8"), default="float32_le",
+        help="pixel encoding of the requests (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--server-processes", type=positive_int, default=1, help="servers sharing one port (SO_REUSEPORT) (default: 1)"
+    )
+    parser.add_argument("--load-processes", type=positive_int, default=1, help="load generator processes (default: 1)")
+    parser.add_argument("--channels", type=positive_int, default=8, help="connections per load process (default: 8)")
+    parser.add_argument(
+        "--server-arg", action="append", default=[], metavar="FLAG",
+        help="extra `digitserve serve` flag for every server, e.g. --server-arg=--max-queue-delay-us=200",
+    )
+    parser.add_argument("--output", default="bench-serve.json", help="JSON results file (default: %(default)s)")
+
+
+def fresh_repo(args: argparse.Namespace, folder: Path) -> Path:
+    """Train (1 epoch on 2,000 images: speed does not depend on accuracy) and export to ONNX."""
+    repo = folder / "models"
+    data = ["--data", args.data] if args.data else []
+    common = ["--repo", str(repo), "--name", args.name]
+    for step in (
+        ["train", "--model", args.model, "--epochs", "1", "--subset", "2000", *data, *common],
+        ["export", "--formats", "onnx", *data, *common],
+    ):
+        log.info("fresh model: digitserve %s", " ".join(step))
+        subprocess.run([sys.executable, "-m", "digitserve", "--log-level", "WARNING", *step], check=True)
+    return repo
+
+
+def requests(args: argparse.Namespace, images: Any, size: int, count: int) -> tuple[list[Any], tuple[bytes, ...]]:
+    """`count` batches of `size` MNIST test images, and the requests the Client would send."""
+    from digitserve.serve.client_wire import digits_request, v2_request
+
+    batches = [images[i * size : (i + 1) * size] for i in range(count)]
+    if args.api == "digits":
+        messages = [digits_request(b, args.encoding, packed_output=True) for b in batches]
+    else:
+        messages = [v2_request(b, args.encoding, True, args.name, "") for b in batches]
+    return batches, tuple(m.SerializeToString() for m in messages)
+
+
+def ratio(numerator: dict[str, Any] | None, denominator: dict[str, Any] | None, key: str = "images_per_s") -> Any:
+    if not numerator or not denominator or not denominator.get(key):
+        return None
+    return round(numerator[key] / denominator[key], 3)
+
+
+def run(args: argparse.Namespace) -> int:
+    from digitserve.bench.serve_phases import Phases
+    from digitserve.mnist import load_mnist
+
+    phases = {p.strip() for p in args.phases.split(",") if p.strip()}
+    if not phases or phases - set(TARGETS):
+        raise UsageError(f"--phases takes a comma-separated subset of a,b,c; got {args.phases!r}")
+    images = load_mnist(args.data).x_test.reshape(-1, 784)
+    with tempfile.TemporaryDirectory(prefix="digitserve-bench-") as tmp:
+        folder = Path(tmp)
+        repo = Path(args.repo) if args.repo else fresh_repo(args, folder)
+        batches, batch_payloads = requests(args, images, 64, 16)
+        singles, single_payloads = requests(args, images, 1, 64)
+        results: dict[str, Any] = {
+            "machine": {
+                "cpus": len(os.sched_getaffinity(0)),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+            },
+            "settings": {
+                key: getattr(args, key)
+                for key in ("repo", "name", "api", "encoding", "seconds", "warmup", "max_requests",
+                            "server_processes", "load_processes", "channels", "server_arg")
+            },
+        }
+        with Phases(args, repo, folder) as run_phases:
+            results.update(run_phases.measure(phases, batches, batch_payloads, singles, single_payloads))
+        results["ratios"] = {
+            "a_server_vs_in_process": ratio(results.get("a_server"), results.get("a_in_process")),
+            "b_server_vs_echo_c1": ratio(results.get("b_server_c1"), results.get("b_echo_c1"), "requests_per_s"),
+            "b_server_vs_echo_c64": ratio(results.get("b_server_c64"), results.get("b_echo_c64"), "requests_per_s"),
+            "c_batching_vs_off_c64": ratio(results.get("b_server_c64"), results.get("c_no_batching_c64")),
+            "c_batching_vs_off_c1": ratio(results.get("b_server_c1"), results.get("c_no_batching_c1")),
+        }
+        results["targets"] = {
+            "a_server_vs_in_process": TARGETS["a"],
+            "b_server_vs_echo_c64": TARGETS["b"],
+            "c_batching_vs_off_c64": TARGETS["c"],
+        }
+    print_table(results)
+    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+ROWS = (
+    ("a_in_process", "(a) in-process ORT, 64 images/call"),
+    ("a_server", "(a) server, 64 images/call, conc 8"),
+    ("b_echo_c1", "(b) bare echo, 1 image/call, conc 1"),
+    ("b_server_c1", "(b) server, 1 image/call, conc 1"),
+    ("b_echo_c64", "(b) bare echo, 1 image/call, conc 64"),
+    ("b_server_c64", "(b) server, 1 image/call, conc 64"),
+    ("c_no_batching_c1", "(c) batching off, conc 1"),
+    ("c_no_batching_c64", "(c) batching off, conc 64"),
+)
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(f"\n{'measurement':<40} {'images/s':>10} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'batch':>6}")
+    for key, label in ROWS:
+        row = results.get(key)
+        if not row:
+            continue
+        calls = row.get("requests_per_s", row["images_per_s"] / row["images_per_request"])
+        batch = row.get("mean_batch_size")
+        failed = sum(row.get("errors", {}).values())
+        print(
+            f"{label:<40} {row['images_per_s']:>10.0f} {calls:>9.0f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} "
+            f"{batch if batch is not None else '':>6}" + (f"  {failed} FAILED CALLS: {row['errors']}" if failed else "")
+        )
+    print()
+    for key, value in results["ratios"].items():
+        target = results["targets"].get(key)
+        verdict = ""
+        if target is not None and value is not None:
+            strict = key.startswith("c_")  # batching must be faster, not as fast
+            met = value > target if strict else value >= target
+            verdict = f"  {'meets' if met else 'MISSES'} {'>' if strict else '>='} {target}"
+        print(f"{key:<28} {value if value is not None else '-':>6}{verdict}")

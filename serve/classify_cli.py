@@ -1,0 +1,179 @@
+"""`digitserve classify`: classify image files, or the MNIST test images, through a running server.
+
+    digitserve classify [--target HOST:PORT] [--api digits|v2] [--encoding float32|uint8] IMAGE ...
+    digitserve classify --mnist-test N [--data PATH] [--batch-size B]
+
+Image files are prepared as MNIST was (digitserve.preprocess: grayscale, inverted when dark on
+light, cropped to the ink, fitted in 20x20, centred by centre of mass in 28x28). Imports nothing
+heavy at module level: grpc, numpy and Pillow load inside `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from digitserve.cli import positive_int
+from digitserve.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than zero, got {text}")
+    return value
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Classify handwritten-digit images (PNG, JPEG, ...) through a digitserve server, or the first "
+        "N MNIST test images (--mnist-test N) to check accuracy and latency."
+    )
+    parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files to classify")
+    parser.add_argument("--target", default=DEFAULT_TARGET, metavar="HOST:PORT", help="server (default: %(default)s)")
+    parser.add_argument(
+        "--api", choices=("digits", "v2"), default="digits",
+        help="digits: digits.v1.Classifier; v2: KServe V2 ModelInfer (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--encoding", choices=("float32", "float32_le", "uint8"), default="float32",
+        help="how pixels travel: float32, float32_le bytes, or uint8 bytes (a quarter the size) "
+        "(default: %(default)s)",
+    )
+    parser.add_argument("--model", default="digits", help="V2 model name (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=None,
+        help="images per request (default: 64 for files, 1 for --mnist-test)",
+    )
+    parser.add_argument(
+        "--timeout", type=positive_float, default=10.0, metavar="SECONDS",
+        help="deadline per request (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--mnist-test", type=positive_int, metavar="N",
+        help="classify the first N MNIST test images; print accuracy, latency and images/s",
+    )
+    parser.add_argument("--data", help="MNIST folder or mnist.npz (default: DIGITSERVE_DATA, then the Keras cache)")
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON document")
+    tls = parser.add_argument_group("TLS (for a server started with --tls-cert)")
+    tls.add_argument("--tls", action="store_true", help="use TLS, trusting the system's CA store")
+    tls.add_argument("--tls-ca", type=Path, metavar="PEM", help="CA bundle to verify the server; turns TLS on")
+    tls.add_argument("--tls-client-cert", type=Path, metavar="PEM", help="client certificate (mutual TLS)")
+    tls.add_argument("--tls-client-key", type=Path, metavar="PEM", help="private key of --tls-client-cert")
+    tls.add_argument("--tls-server-name", metavar="NAME", help="name to verify the server certificate against")
+
+
+def _tls(args: argparse.Namespace) -> Any:
+    from digitserve.serve.client import TLS
+
+    wanted = args.tls or args.tls_ca is not None
+    extras = args.tls_client_cert or args.tls_client_key or args.tls_server_name
+    if not wanted:
+        if extras:
+            raise UsageError("--tls-client-cert, --tls-client-key and --tls-server-name need --tls or --tls-ca")
+        return None
+    if (args.tls_client_cert is None) != (args.tls_client_key is None):
+        raise UsageError("--tls-client-cert and --tls-client-key go together: give both or neither")
+    return TLS(args.tls_ca, args.tls_client_cert, args.tls_client_key, args.tls_server_name)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from digitserve.serve.client import Client
+
+    host, sep, port = args.target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UsageError(f"--target must be HOST:PORT (for example {DEFAULT_TARGET}), got {args.target!r}")
+    return Client(
+        args.target, api=args.api, encoding=args.encoding, model=args.model, timeout=args.timeout, tls=_tls(args)
+    )
+
+
+def classify_files(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from digitserve.preprocess import load_pixels
+
+    # Prepare every file first: an unreadable one stops the run before the server is asked.
+    pixels = np.stack([load_pixels(path) for path in args.images])
+    batch = args.batch_size or 64
+    with _client(args) as client:
+        results = [client.classify(pixels[i : i + batch]) for i in range(0, len(pixels), batch)]
+    labels = np.concatenate([r.labels for r in results])
+    probabilities = np.concatenate([r.probabilities for r in results])
+    model = f"{results[0].model_name} version {results[0].model_version}"
+    if args.json:
+        rows = [
+            {"image": str(path), "label": int(label), "probabilities": [round(float(p), 6) for p in row]}
+            for path, label, row in zip(args.images, labels, probabilities, strict=True)
+        ]
+        print(json.dumps({"target": args.target, "api": args.api, "model": model, "images": rows}, indent=2))
+        return 0
+    width = max(len(str(path)) for path in args.images)
+    for path, label, row in zip(args.images, labels, probabilities, strict=True):
+        print(f"{str(path):<{width}}  {label}  (p={row[label]:.3f})")
+    print(f"# {len(labels)} image(s) classified by {model} at {args.target} ({args.api} API)")
+    return 0
+
+
+def mnist_test(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from digitserve.mnist import load_mnist
+
+    data = load_mnist(args.data)
+    count = min(args.mnist_test, len(data.x_test))
+    images = data.x_test[:count].reshape(count, -1)  # uint8: the client scales for float encodings
+    truth = data.y_test[:count]
+    batch = args.batch_size or 1
+    latencies, labels = [], []
+    with _client(args) as client:
+        client.classify(images[:1])  # connect and warm up outside the measurement
+        started = time.perf_counter()
+        for i in range(0, count, batch):
+            sent = time.perf_counter()
+            result = client.classify(images[i : i + batch])
+            latencies.append(time.perf_counter() - sent)
+            labels.append(result.labels)
+        seconds = time.perf_counter() - started
+    predicted = np.concatenate(labels)
+    correct = int((predicted == truth).sum())
+    ms = np.asarray(latencies) * 1000.0
+    report = {
+        "target": args.target,
+        "api": args.api,
+        "encoding": args.encoding,
+        "model": f"{result.model_name} version {result.model_version}",
+        "images": count,
+        "images_per_request": batch,
+        "accuracy": correct / count,
+        "correct": correct,
+        "latency_ms": {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))},
+        "images_per_second": count / seconds,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(
+        f"MNIST test images 0..{count - 1} via {args.target} ({args.api} API, {args.encoding}, "
+        f"{batch} image(s) per request), model {report['model']}"
+    )
+    print(f"accuracy   {report['accuracy']:.2%} ({correct}/{count})")
+    print(f"latency    p50 {report['latency_ms']['p50']:.2f} ms, p99 {report['latency_ms']['p99']:.2f} ms per request")
+    print(f"throughput {report['images_per_second']:.0f} images/s (one call at a time)")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.mnist_test and args.images:
+        raise UsageError("give image files or --mnist-test N, not both")
+    if not args.mnist_test and not args.images:
+        raise UsageError("give one or more image files, or --mnist-test N")
+    return mnist_test(args) if args.mnist_test else classify_files(args)

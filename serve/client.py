@@ -1,0 +1,302 @@
+"""A small Python client for digitserve: classify images over digits.v1 or the KServe V2 API.
+
+    from digitserve.serve.client import Client, AsyncClient
+
+    with Client("127.0.0.1:50051") as client:              # api="digits" | "v2"
+        result = client.classify(pixels)                   # [N, 784] floats 0..1, or uint8 0..255
+        result.labels, result.probabilities, result.model_version
+
+    async with AsyncClient("127.0.0.1:50051", api="v2", encoding="uint8") as client:
+        result = await client.aclassify(pixels, timeout=2.0)
+
+Needs grpc and numpy only (no ONNX Runtime, no TensorFlow). Every failed call raises a
+`ClientError` subclass carrying the gRPC status code and the server's message (see
+`client_errors`); the encodings and pixel layouts are described in `client_wire`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from digitserve.serve.client_errors import (
+    ClientError,
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    translate_errors,
+)
+from digitserve.serve.client_wire import (
+    APIS,
+    ENCODINGS,
+    Classification,
+    digits_request,
+    digits_result,
+    to_batch,
+    v2_request,
+    v2_result,
+)
+from digitserve.serve.proto import digits_pb2, digits_pb2_grpc, grpc_service_pb2, grpc_service_pb2_grpc
+
+__all__ = [
+    "APIS",
+    "ENCODINGS",
+    "AsyncClient",
+    "Classification",
+    "Client",
+    "ClientError",
+    "DeadlineExceeded",
+    "InvalidArgument",
+    "NotFound",
+    "ResourceExhausted",
+    "TLS",
+    "Unavailable",
+]
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+DEFAULT_TIMEOUT = 10.0
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # what the client sends and accepts: ~20,000 float images
+HEALTH_SERVICES = {
+    "digits": digits_pb2.DESCRIPTOR.services_by_name["Classifier"].full_name,
+    "v2": grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+}
+
+
+class _Default:
+    """The marker for 'the client's own timeout' (None means no deadline at all)."""
+
+
+DEFAULT: Any = _Default()
+
+
+def _pem(value: Path | str | bytes | None) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    try:
+        return Path(value).read_bytes()
+    except OSError as exc:
+        raise ClientError(f"cannot read {value}: {exc.strerror or exc}") from exc
+
+
+@dataclass(frozen=True)
+class TLS:
+    """TLS for the channel: PEM bytes or file paths. All None: the system's roots, no client cert."""
+
+    root_certificates: Path | str | bytes | None = None
+    """CA bundle that signed the server's certificate (None: the system's trust store)."""
+    client_certificate: Path | str | bytes | None = None
+    """Client certificate chain, for a server that requires one (mutual TLS)."""
+    client_key: Path | str | bytes | None = None
+    """Private key of client_certificate."""
+    server_name: str | None = None
+    """Name to check the server's certificate against when it differs from the target's host."""
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        if (self.client_certificate is None) != (self.client_key is None):
+            raise ClientError("TLS client_certificate and client_key go together: give both or neither")
+        return grpc.ssl_channel_credentials(
+            root_certificates=_pem(self.root_certificates),
+            private_key=_pem(self.client_key),
+            certificate_chain=_pem(self.client_certificate),
+        )
+
+    def options(self) -> list[tuple[str, Any]]:
+        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+
+
+@dataclass
+class _Config:
+    """What both clients share: where to connect and how to encode (see Client)."""
+
+    target: str = DEFAULT_TARGET
+    api: str = "digits"
+    encoding: str = "float32"
+    model: str = "digits"
+    model_version: int | None = None
+    timeout: float | None = DEFAULT_TIMEOUT
+    tls: TLS | None = None
+    packed_output: bool = True
+    v2_raw: bool = True
+    options: list[tuple[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.api not in APIS:
+            raise ClientError(f"api must be one of {', '.join(APIS)}; got {self.api!r}")
+        if self.encoding not in ENCODINGS:
+            raise ClientError(f"encoding must be one of {', '.join(ENCODINGS)}; got {self.encoding!r}")
+
+    def channel_options(self) -> list[tuple[str, Any]]:
+        base = [
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ]
+        return base + (self.tls.options() if self.tls else []) + list(self.options)
+
+    def deadline(self, timeout: Any) -> float | None:
+        return self.timeout if isinstance(timeout, _Default) else timeout
+
+    def request(self, pixels: Any) -> Any:
+        batch = to_batch(pixels)
+        if self.api == "digits":
+            return digits_request(batch, self.encoding, self.packed_output)
+        version = "" if self.model_version is None else str(self.model_version)
+        return v2_request(batch, self.encoding, self.v2_raw, self.model, version)
+
+    def result(self, response: Any) -> Classification:
+        return digits_result(response) if self.api == "digits" else v2_result(response)
+
+    def health_request(self) -> health_pb2.HealthCheckRequest:
+        return health_pb2.HealthCheckRequest(service=HEALTH_SERVICES[self.api])
+
+
+class _Stubs:
+    def __init__(self, channel: Any, api: str):
+        if api == "digits":
+            self.classify = digits_pb2_grpc.ClassifierStub(channel).Classify
+        else:
+            self.classify = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+        self.health = health_pb2_grpc.HealthStub(channel).Check
+        self.metadata = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).ServerMetadata
+
+
+def _metadata(reply: grpc_service_pb2.ServerMetadataResponse) -> dict[str, Any]:
+    return {"name": reply.name, "version": reply.version, "extensions": list(reply.extensions)}
+
+
+class Client:
+    """A blocking client over one gRPC channel; thread-safe, reuse it for many calls.
+
+    target: "host:port". api: "digits" (digits.v1) or "v2" (KServe V2 ModelInfer).
+    encoding: "float32", "float32_le" or "uint8" (see client_wire). model / model_version: the
+    V2 model name and version (None: whichever the server serves). timeout: default deadline in
+    seconds per call (None: none). tls: a TLS, or None for plaintext. packed_output: ask
+    digits.v1 for packed bytes rather than one message per image. v2_raw: send V2 data as
+    raw_input_contents rather than typed contents. options: extra grpc channel options.
+    """
+
+    def __init__(self, target: str = DEFAULT_TARGET, **config: Any):
+        self._config = _Config(target=target, **config)
+        c = self._config
+        options = c.channel_options()
+        if c.tls is None:
+            self._channel = grpc.insecure_channel(target, options=options)
+        else:
+            self._channel = grpc.secure_channel(target, c.tls.credentials(), options=options)
+        self._stubs = _Stubs(self._channel, c.api)
+
+    @property
+    def target(self) -> str:
+        return self._config.target
+
+    def classify(self, pixels: Any, *, timeout: float | None = DEFAULT) -> Classification:
+        """Labels [N] and probabilities [N, 10] for the images; raises a ClientError subclass."""
+        request = self._config.request(pixels)
+        with translate_errors(self.target):
+            response = self._stubs.classify(request, timeout=self._config.deadline(timeout))
+        return self._config.result(response)
+
+    def ready(self, *, timeout: float | None = DEFAULT) -> bool:
+        """True when the server's health service reports this client's API SERVING."""
+        with translate_errors(self.target):
+            reply = self._stubs.health(self._config.health_request(), timeout=self._config.deadline(timeout))
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait until `ready()`, at most `timeout` seconds; raises Unavailable when it never is."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                if self.ready(timeout=max(0.05, min(1.0, remaining))):
+                    return
+            except (Unavailable, DeadlineExceeded):
+                pass
+            if remaining <= 0:
+                raise Unavailable(f"{self.target}: not SERVING within {timeout:g} s", grpc.StatusCode.UNAVAILABLE)
+            time.sleep(min(0.1, max(0.0, remaining)))
+
+    def server_metadata(self, *, timeout: float | None = DEFAULT) -> dict[str, Any]:
+        """The V2 ServerMetadata: name, version and extensions (the execution provider is one)."""
+        with translate_errors(self.target):
+            request = grpc_service_pb2.ServerMetadataRequest()
+            reply = self._stubs.metadata(request, timeout=self._config.deadline(timeout))
+        return _metadata(reply)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """The asyncio twin of Client (same arguments); `aclassify` may run concurrently.
+
+    The channel opens on first use, inside the running event loop, and closes with `aclose()`
+    or `async with`.
+    """
+
+    def __init__(self, target: str = DEFAULT_TARGET, **config: Any):
+        self._config = _Config(target=target, **config)
+        if self._config.tls is not None:
+            self._config.tls.credentials()  # bad TLS settings fail here, not at the first call
+        self._channel: grpc.aio.Channel | None = None
+        self._stubs: _Stubs | None = None
+
+    @property
+    def target(self) -> str:
+        return self._config.target
+
+    def _open(self) -> _Stubs:
+        if self._stubs is None:
+            c = self._config
+            if c.tls is None:
+                self._channel = grpc.aio.insecure_channel(c.target, options=c.channel_options())
+            else:
+                self._channel = grpc.aio.secure_channel(c.target, c.tls.credentials(), options=c.channel_options())
+            self._stubs = _Stubs(self._channel, c.api)
+        return self._stubs
+
+    async def aclassify(self, pixels: Any, *, timeout: float | None = DEFAULT) -> Classification:
+        """Labels [N] and probabilities [N, 10] for the images; raises a ClientError subclass."""
+        request = self._config.request(pixels)
+        stubs = self._open()
+        with translate_errors(self.target):
+            response = await stubs.classify(request, timeout=self._config.deadline(timeout))
+        return self._config.result(response)
+
+    async def aready(self, *, timeout: float | None = DEFAULT) -> bool:
+        """True when the server's health service reports this client's API SERVING."""
+        stubs = self._open()
+        with translate_errors(self.target):
+            reply = await stubs.health(self._config.health_request(), timeout=self._config.deadline(timeout))
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def aserver_metadata(self, *, timeout: float | None = DEFAULT) -> dict[str, Any]:
+        """The V2 ServerMetadata: name, version and extensions (the execution provider is one)."""
+        stubs = self._open()
+        with translate_errors(self.target):
+            request = grpc_service_pb2.ServerMetadataRequest()
+            reply = await stubs.metadata(request, timeout=self._config.deadline(timeout))
+        return _metadata(reply)
+
+    async def aclose(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+        self._channel = self._stubs = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
