@@ -96,6 +96,26 @@ def apply_environment(parser: argparse.ArgumentParser) -> None:
         action.required = False
 
 
+# Top-level modules of each extra, so a missing one names the install that brings it.
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(
+        ("tensorflow", "keras", "tf2onnx", "onnx", "tensorflowjs", "ai_edge_litert", "matplotlib"), "train"
+    ),
+    "onnxruntime": "serve",
+    **dict.fromkeys(("grpc", "grpc_health", "grpc_reflection", "google", "prometheus_client", "PIL"), "grpc"),
+}
+
+
+def missing_extra_message(exc: ModuleNotFoundError) -> str | None:
+    extra = EXTRA_OF_MODULE.get((exc.name or "").split(".")[0])
+    if extra is None:
+        return None
+    return (
+        f"this install has no {exc.name!r}, which this command needs: install the {extra!r} extra "
+        f"(uv sync --locked --extra {extra}, or pip install 'digitserve[{extra}]')"
+    )
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -121,6 +141,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"digitserve {args.command}: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:
+        message = missing_extra_message(exc)
+        if message is None:
+            raise
+        print(f"digitserve {args.command}: error: {message}", file=sys.stderr)
+        return 1
     return 0
 
 

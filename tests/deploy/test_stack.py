@@ -145,3 +145,14 @@ def test_web_serves_the_page_and_the_repository(
     status, latest = get("/api/latest")
     assert status == 200 and json.loads(latest)["version"] == 1
     assert web.terminate(timeout=15) == 0, web.log()
+
+
+def test_serving_install_names_the_extra_a_training_command_needs(serving_venv: Path, tmp_path: Path) -> None:
+    """The serving image has no TensorFlow: train and bench train say what to install, no traceback."""
+    env = serving_env(serving_venv, {})
+    for command in (["train", "--epochs", "1", "--repo", str(tmp_path)], ["bench", "train"]):
+        result = subprocess.run([str(serving_venv / "bin" / "digitserve"), *command],
+                                capture_output=True, text=True, env=env, timeout=60)
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "install the 'train' extra" in result.stderr and "uv sync --locked --extra train" in result.stderr
