@@ -25,20 +25,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from digitserve.cli import positive_int
+from digitserve.cli import positive_float, positive_int
 from digitserve.errors import UsageError
 
 log = logging.getLogger(__name__)
 
 METHODS = {"digits": "/digits.v1.Classifier/Classify", "v2": "/inference.GRPCInferenceService/ModelInfer"}
 TARGETS = {"a": 0.85, "b": 0.9, "c": 1.0}
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than zero, got {text}")
-    return value
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -17,19 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from digitserve.cli import positive_int
+from digitserve.cli import positive_float, positive_int
 from digitserve.errors import UsageError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TARGET = "127.0.0.1:50051"
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than zero, got {text}")
-    return value
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

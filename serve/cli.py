@@ -10,7 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from digitserve.cli import add_repo_options, non_negative_int, positive_int
+from digitserve.cli import add_repo_options, non_negative_float, non_negative_int, positive_int
 from digitserve.serve.settings import (
     CUDNN_CONV_ALGO_SEARCHES,
     DEVICES,
@@ -19,13 +19,6 @@ from digitserve.serve.settings import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {value}")
-    return value
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from digitserve.cli import positive_float
 from digitserve.errors import DigitserveError, UsageError
 
 log = logging.getLogger(__name__)
@@ -28,13 +29,6 @@ def default_target() -> str:
     """127.0.0.1 on the port `digitserve serve` in this environment listens on: the healthcheck
     runs inside the server's container, beside the same DIGITSERVE_PORT."""
     return f"127.0.0.1:{os.environ.get('DIGITSERVE_PORT') or DEFAULT_PORT}"
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than zero, got {text}")
-    return value
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -22,13 +22,13 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from digitserve.errors import DigitserveError, ModelRepositoryError
 from digitserve.repository import ModelRepository
 from digitserve.serve.batcher import Batcher
 from digitserve.serve.dataplane import DataPlane, State
+from digitserve.serve.health import NOT_SERVING, SERVING, HealthService
 from digitserve.serve.metrics import Metrics
 from digitserve.serve.model import load_model, read_verified_onnx
 from digitserve.serve.proto import digits_pb2_grpc, grpc_service_pb2_grpc
@@ -38,8 +38,6 @@ from digitserve.serve.settings import ServeSettings
 log = logging.getLogger(__name__)
 
 SERVICES = (digits.SERVICE_NAME, kserve.SERVICE_NAME)
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def _read_pem(path: Path, what: str) -> bytes:
@@ -64,7 +62,7 @@ class DigitServer:
         )
         self.metrics.track_queue(lambda: self.batcher.queued_images)
         self.plane = DataPlane(self.batcher, self.metrics, settings.max_request_images)
-        self.health = health_aio.HealthServicer()
+        self.health = HealthService()
         self.port = 0
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None

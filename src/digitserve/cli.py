@@ -48,6 +48,20 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be more than zero, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
+    return value
+
+
 def add_repo_options(parser: argparse.ArgumentParser) -> None:
     """--repo and --name, the same for every stage that touches the model repository."""
     parser.add_argument("--repo", default=DEFAULT_REPO, help="model repository root (default: %(default)s)")

@@ -1,7 +1,8 @@
 """The model repository: `<root>/<name>/<integer version>/`, as TF Serving and Triton lay it out.
 
 A version is complete once its manifest.json exists (export writes it last). Every stage
-writes through `atomic_directory` or `write_json_atomic`, so a reader never sees half a file.
+builds a version in a staging folder and renames it into place, and writes JSON through
+`write_json_atomic`, so a reader never sees half a version or half a file.
 """
 
 from __future__ import annotations
@@ -115,23 +116,6 @@ class ModelRepository:
                 f"reads {MANIFEST_SCHEMA_VERSION}: export again with this version"
             )
         return dict(manifest)
-
-
-@contextmanager
-def atomic_directory(final: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside `final`; rename it to `final` only if the block succeeds.
-
-    Raises OSError (leaving `final` untouched) when a non-empty `final` appeared meanwhile.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    os.chmod(temp, 0o777 & ~_umask())
-    try:
-        yield temp
-        os.rename(temp, final)  # atomic on one filesystem; fails if `final` is a non-empty dir
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from digitserve.repository import MANIFEST, MANIFEST_SCHEMA_VERSION, atomic_directory
+from digitserve.repository import MANIFEST, MANIFEST_SCHEMA_VERSION
 
 SLOW_SIZE = 2600
 """Side of the slow variant's matrix product: 0.3 to 0.7 s per model execution on one core."""
@@ -128,11 +130,13 @@ def write_version(
         data = data[: len(data) // 2]
         digest = hashlib.sha256(data).hexdigest()  # a truthful manifest over a broken file
     final = root / name / str(version)
-    with atomic_directory(final) as staging:
-        (staging / "onnx").mkdir()
-        (staging / "onnx" / "model.onnx").write_bytes(data)
-        if manifest:
-            (staging / MANIFEST).write_text(json.dumps(_manifest(name, version, data, digest), indent=2))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=final.parent))  # hidden from the server
+    (staging / "onnx").mkdir()
+    (staging / "onnx" / "model.onnx").write_bytes(data)
+    if manifest:
+        (staging / MANIFEST).write_text(json.dumps(_manifest(name, version, data, digest), indent=2))
+    os.rename(staging, final)  # whole, as export publishes, so a polling server never sees half of it
     return final
 
 

@@ -33,7 +33,7 @@ def health_of(channel: grpc.Channel) -> list[int]:
 def test_health_is_not_serving_until_the_model_is_loaded_and_warm(
     make_server: Callable[..., ServerThread], model_repo: Path
 ) -> None:
-    server = make_server(server_settings(model_repo), load=False)
+    server = make_server(server_settings(model_repo, grace_seconds=30), load=False)
     with grpc.insecure_channel(server.target) as channel:
         stubs = Stubs(channel)
         assert health_of(channel) == [NOT_SERVING] * 3
@@ -55,10 +55,12 @@ def test_health_is_not_serving_until_the_model_is_loaded_and_warm(
         assert len(stubs.digits.Classify(ONE).predictions) == 1
         assert server.metric("digitserve_ready") == 1
 
+        started = time.monotonic()
         stopping = server.submit(server.server.stop())
-        assert next(watch).status == NOT_SERVING  # watchers hear about the drain
-        watch.cancel()
+        assert next(watch).status == NOT_SERVING  # watchers hear about the drain,
+        assert list(watch) == []  # then their stream ends with OK
         stopping.result(30)
+        assert time.monotonic() - started < 10  # an open Watch does not hold the 30 s grace
 
 
 def test_drain_finishes_calls_in_flight_and_refuses_new_ones(
