@@ -25,10 +25,12 @@ run: setup model  ## install, train if no model exists, export, serve on 127.0.0
 
 setup: system-packages python-packages js-packages interop-packages
 
-system-packages:  ## Debian packages the tests use: Chromium (browser tests), docker-compose (compose validation)
+system-packages:  ## Debian packages the tests use: Chromium (browser tests), docker-compose, kubectl (deploy checks)
 	@if ! command -v chromium >/dev/null || ! command -v docker-compose >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose; \
 	fi
+	@command -v kubectl >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl \
+		|| echo "kubectl is not in this machine's apt sources: install it, or the kustomize check fails"
 
 python-packages:
 	@command -v uv >/dev/null || python3 -m pip install -q "uv==$(UV_VERSION)"

@@ -18,6 +18,8 @@ import sys
 
 import grpc
 
+from digitserve.cli import port
+
 
 class EchoHandler(grpc.GenericRpcHandler):
     """A unary handler for every method, whose request and reply stay raw bytes."""
@@ -50,7 +52,7 @@ async def serve(port: int, reply_bytes: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m digitserve.bench.echo", description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1, 0 = any free (default: 0)")
+    parser.add_argument("--port", type=port, default=0, help="port on 127.0.0.1, 0 = any free (default: 0)")
     parser.add_argument("--reply-bytes", type=int, default=-1, help="reply size; -1 echoes the request")
     args = parser.parse_args(argv)
     asyncio.run(serve(args.port, args.reply_bytes))

@@ -20,8 +20,10 @@ log = logging.getLogger(__name__)
 
 KERAS_FILE = "model.keras"
 METRICS_FILE = Path("train") / "metrics.json"
+# Every training setting, so the manifest alone says how to reproduce the model.
 TRAINING_KEYS = ("epochs", "epochs_run", "batch_size", "optimizer", "learning_rate", "seed",
-                 "data_sha256")
+                 "validation_split", "augment", "patience", "subset", "train_images",
+                 "validation_images", "wall_seconds", "data_sha256")
 PREDICT_BATCH = 1000  # bounds memory for the CNN (its first activations are ~87 KB per image)
 
 

@@ -45,6 +45,17 @@ class BatchObserver(Protocol):
     def dropped(self, images: int, reason: str) -> None: ...
 
 
+DEADLINE_SLACK = 0.005
+"""Seconds of clock difference tolerated when telling a deadline cancellation from a client's."""
+
+
+def deadline_passed(deadline: float | None, now: float | None = None) -> bool:
+    """True when `deadline` (a time.monotonic() instant, None = none) has passed."""
+    if deadline is None:
+        return False
+    return (time.monotonic() if now is None else now) >= deadline - DEADLINE_SLACK
+
+
 @dataclass(eq=False)
 class _Chunk:
     pixels: np.ndarray
@@ -146,21 +157,8 @@ class Batcher:
             blocked = False
             while self._queue and size < self.max_batch_size:
                 head = self._queue[0]
-                if head.future.done():  # its caller went away
+                if self._drop_if_dead(head):
                     self._pop()
-                    self._report_drop(len(head.pixels), "cancelled")
-                    continue
-                now = time.monotonic()
-                if head.deadline is not None and now >= head.deadline:
-                    self._pop()
-                    waited_ms = (now - head.enqueued) * 1e3
-                    head.future.set_exception(
-                        DeadlineExceeded(
-                            f"the deadline passed after {waited_ms:.0f} ms in the queue, before "
-                            "the model ran; allow a longer deadline or send fewer requests"
-                        )
-                    )
-                    self._report_drop(len(head.pixels), "expired")
                     continue
                 if batch and (head.model is not batch[0].model or size + len(head.pixels) > self.max_batch_size):
                     blocked = True
@@ -170,17 +168,40 @@ class Batcher:
             if blocked or not batch or size >= self.max_batch_size or self.max_queue_delay <= 0:
                 return batch
             remaining = batch[0].enqueued + self.max_queue_delay - time.monotonic()
-            if remaining <= 0:
-                return batch
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
+            timed_out = remaining <= 0
+            if not timed_out:
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                except TimeoutError:
+                    timed_out = True
+            # While the batch waited, some of its callers may have gone away or run out of time.
+            batch = [chunk for chunk in batch if not self._drop_if_dead(chunk)]
+            size = sum(len(chunk.pixels) for chunk in batch)
+            if timed_out:
                 return batch
 
-    def _report_drop(self, images: int, reason: str) -> None:
+    def _drop_if_dead(self, chunk: _Chunk) -> bool:
+        """True (and the drop counted) when the chunk's caller went away or its deadline passed.
+
+        gRPC cancels a call when its deadline passes, so a cancelled chunk past its deadline
+        counts as expired, not cancelled.
+        """
+        now = time.monotonic()
+        expired = deadline_passed(chunk.deadline, now)
+        if not chunk.future.done():
+            if not expired:
+                return False
+            waited_ms = (now - chunk.enqueued) * 1e3
+            chunk.future.set_exception(
+                DeadlineExceeded(
+                    f"the deadline passed after {waited_ms:.0f} ms in the queue, before "
+                    "the model ran; allow a longer deadline or send fewer requests"
+                )
+            )
         if self._observer is not None:
-            self._observer.dropped(images, reason)
+            self._observer.dropped(len(chunk.pixels), "expired" if expired else "cancelled")
+        return True
 
     async def _work(self, instance: int) -> None:
         loop = asyncio.get_running_loop()

@@ -10,7 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from digitserve.cli import add_repo_options, non_negative_float, non_negative_int, positive_int
+from digitserve.cli import add_repo_options, non_negative_float, non_negative_int, port, positive_int
 from digitserve.serve.settings import (
     CUDNN_CONV_ALGO_SEARCHES,
     DEVICES,
@@ -28,13 +28,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--host", default=d.host, help="address to bind (default: %(default)s; 0.0.0.0 for all)")
     net.add_argument(
         "--port",
-        type=non_negative_int,
+        type=port,
         default=d.port,
         help="gRPC port, 0 = any free (default: %(default)s)",
     )
     net.add_argument(
         "--metrics-port",
-        type=non_negative_int,
+        type=port,
         default=d.metrics_port,
         help="Prometheus /metrics port, 0 = any free (default: %(default)s)",
     )

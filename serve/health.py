@@ -3,7 +3,7 @@
 grpcio-health-checking's asyncio servicer keeps every Watch open until the server's grace period
 runs out, so one load balancer watching health would hold each shutdown for the whole
 `--grace-seconds`. Here a Watch stream sends NOT_SERVING when the drain starts and then ends
-with OK, as the in-flight ClassifyStreams do.
+with OK: unlike a ClassifyStream (which ends UNAVAILABLE), it has nothing left to retry.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def _read(path: Path | None, what: str) -> bytes | None:
 
 def _check_target(target: str) -> None:
     host, sep, port = target.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise UsageError(f"--target must be HOST:PORT (for example 127.0.0.1:{DEFAULT_PORT}), got {target!r}")
 
 

@@ -168,6 +168,20 @@ def _first_session(data: bytes, settings: ServeSettings) -> Any:
     return _open_session(data, settings, cuda=False)
 
 
+def check_providers(sessions: list[Any], settings: ServeSettings) -> None:
+    """Every session runs on the first one's provider: ORT may drop CUDA for any one of them
+    (GPU memory, a driver error), and a model silently half on the CPU breaks --device."""
+    provider = sessions[0].get_providers()[0]
+    for instance, session in enumerate(sessions):
+        got = session.get_providers()[0]
+        if got != provider:
+            raise DeviceUnavailable(
+                f"--device {settings.device}: instance {instance} of {len(sessions)} runs on {got}, "
+                f"not {provider} like instance 0 (onnxruntime's log above says why); start with "
+                "fewer --instances, or --device cpu"
+            )
+
+
 def _check_contract(session: Any, file: Path) -> None:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     found_in = [(i.name, i.shape) for i in inputs]
@@ -216,6 +230,7 @@ def load_model(settings: ServeSettings, version: int | None = None) -> OnnxModel
         sessions = [first] + [
             _open_session(data, settings, cuda=first.get_providers()[0] == CUDA) for _ in range(settings.instances - 1)
         ]
+        check_providers(sessions, settings)
     except (ModelRepositoryError, DeviceUnavailable):
         raise
     except Exception as exc:  # onnxruntime's errors for an unreadable or invalid graph

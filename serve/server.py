@@ -8,7 +8,11 @@ Life of a server (`DigitServer.run`):
 3. serve; SIGHUP, or a newer complete version found by polling every `poll_seconds`, loads the
    new version beside the old one and swaps it in; a bad version is logged, the old one stays;
 4. SIGTERM/SIGINT: health NOT_SERVING, new calls UNAVAILABLE, calls in flight get
-   `grace_seconds` to finish, then the process exits 0.
+   `grace_seconds` to finish, then the process exits 0. The handlers stay installed until the
+   drain is over: a repeated SIGTERM/SIGINT is logged and ignored, so no answer in flight is lost
+   (the grace period bounds the wait; SIGKILL is the way to stop at once).
+A SIGHUP during the first load is deferred until that load is done (a reload racing with it could
+be overwritten by the older version).
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ class DigitServer:
         self._reload_lock = asyncio.Lock()
         self._failed_versions: set[int] = set()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._reload_when_loaded = False
 
     # -- start ---------------------------------------------------------------------------------
     def preflight(self) -> int:
@@ -144,6 +149,8 @@ class DigitServer:
             await self.health.set(service, SERVING)
         if self.settings.poll_seconds > 0:
             self._tasks.append(asyncio.create_task(self._poll(), name="reload-poll"))
+        if self._reload_when_loaded:
+            self._tasks.append(asyncio.create_task(self.reload(), name="deferred-sighup-reload"))
         info = model.info
         log.info(
             "serving %s version %d from %s on %s (loaded, verified and warmed in %.2f s)",
@@ -209,8 +216,26 @@ class DigitServer:
             except Exception:
                 log.exception("reload poll failed; will try again")
 
+    def request_reload(self) -> None:
+        """SIGHUP: reload now, or once the first load is done (running beside it would race)."""
+        if self._stop_requested.is_set():
+            log.info("SIGHUP while draining: ignored")
+            return
+        if self.plane.model is None:
+            log.info("SIGHUP during the first load: will look for a newer version once it is served")
+            self._reload_when_loaded = True
+            return
+        self._tasks.append(asyncio.create_task(self.reload(force=True), name="sighup-reload"))
+
     # -- stop ----------------------------------------------------------------------------------
     def request_stop(self) -> None:
+        """SIGTERM/SIGINT: start the drain; a repeated signal is ignored so answers are not lost."""
+        if self._stop_requested.is_set():
+            log.warning(
+                "already draining (up to %.1f s for calls in flight); signal ignored",
+                self.settings.grace_seconds,
+            )
+            return
         self._stop_requested.set()
 
     async def stop(self) -> None:
@@ -238,7 +263,7 @@ class DigitServer:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._tasks.append(asyncio.create_task(self.reload(force=True))))
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
             loading = asyncio.create_task(self.load(version))
             stop = asyncio.create_task(self._stop_requested.wait())
@@ -250,7 +275,9 @@ class DigitServer:
                 loading.result()  # a failed load ends the process (exit 1) after the drain below
                 await stop
         finally:
-            for handled in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(handled)
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.stop()
+            try:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.stop()
+            finally:  # only now: a signal during the drain must not kill the process
+                for handled in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(handled)

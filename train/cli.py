@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 import os
 
-from digitserve.cli import add_repo_options, non_negative_int, positive_int
+from digitserve.cli import add_repo_options, non_negative_int, positive_float, positive_int
 
 MODELS = ("softmax", "mlp", "cnn")  # mirrors train.models.MODELS without importing Keras
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:  # NaN too
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
+    return value
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -22,8 +29,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=positive_int, help="maximum epochs")
     parser.add_argument("--batch-size", type=positive_int, help="images per training step")
     parser.add_argument("--optimizer", choices=OPTIMIZERS)
-    parser.add_argument("--learning-rate", type=float, help="peak learning rate")
-    parser.add_argument("--validation-split", type=float,
+    parser.add_argument("--learning-rate", type=positive_float, help="peak learning rate")
+    parser.add_argument("--validation-split", type=fraction,
                         help="fraction of the training images held out for validation, in [0, 1)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="random rotation/zoom/shift of training images")

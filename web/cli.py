@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from digitserve.cli import add_repo_options, non_negative_int
+from digitserve.cli import add_repo_options, port
 from digitserve.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="address to bind (default: %(default)s; 0.0.0.0 to let other machines in)",
     )
     parser.add_argument(
-        "--port", type=non_negative_int, default=8080,
+        "--port", type=port, default=8080,
         help="HTTP port, 0 = any free one (default: %(default)s)",
     )
     parser.add_argument(

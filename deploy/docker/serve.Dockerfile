@@ -7,22 +7,25 @@
 #   docker build -f deploy/docker/serve.Dockerfile --target serve-gpu -t digitserve/serve-gpu:0.1.0 .
 #
 # Python packages come from uv.lock and nothing else (`uv sync --locked` fails if the lock and
-# pyproject.toml disagree): extra `serve` (onnxruntime) for CPU, extra `serve-gpu`
-# (onnxruntime-gpu with its `cuda` and `cudnn` extras) for the GPU. The builder stages make the
-# virtual environment; the final stages copy only that environment, two TF.js files for the page,
-# and run as an unprivileged user (uid 10001).
+# pyproject.toml disagree): extra `serve` (onnxruntime) for CPU, extra `serve-gpu-system`
+# (onnxruntime-gpu) for the GPU. The builder stages make the virtual environment; the final
+# stages copy only that environment, two TF.js files for the page, and run as an unprivileged
+# user (uid 10001).
 #
-# GPU: the CUDA 13 and cuDNN 9 user-space libraries are the NVIDIA wheels that uv.lock pins for
-# onnxruntime-gpu 1.31.1 (nvidia-cublas, -cuda-runtime, -cufft, -curand, -cuda-nvrtc,
-# -cudnn-cu13), on the same plain Python base as the CPU image, rather than an nvidia/cuda base
-# image: the versions ONNX Runtime was built against come locked and hash-checked with
-# everything else, there is no second copy of CUDA from a base image to drift out of step, and
-# both targets share every layer but one. The host needs only an NVIDIA driver that supports
-# CUDA 13 (R580 or newer) and the NVIDIA Container Toolkit, which injects libcuda.
+# GPU: the final stage is NVIDIA's CUDA 13 + cuDNN 9 runtime image, so CUDA and cuDNN are
+# NVIDIA's system packages (the layout Triton and TF Serving ship on), the container toolkit
+# checks the host driver against NVIDIA_REQUIRE_CUDA before the server starts, and
+# onnxruntime-gpu comes without its pip CUDA wheels (no second copy of cuBLAS and cuDNN).
+# Ubuntu's Python is 3.12; the image carries uv's standalone CPython 3.11, the version uv.lock
+# and the CPU image use. The host needs an NVIDIA driver for CUDA 13 (R580 or newer) and the
+# NVIDIA Container Toolkit. (Installs outside Docker with only a driver use the `serve-gpu`
+# extra, which brings the CUDA and cuDNN wheels instead.)
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.8
 ARG NODE_IMAGE=node:20-bookworm-slim
+ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
+ARG CUDA_PYTHON=3.11.18
 
 FROM ${UV_IMAGE} AS uv
 
@@ -61,14 +64,26 @@ COPY --from=sources /src /src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --extra serve --no-editable
 
-FROM build-base AS build-gpu
+# The GPU builder runs on the CUDA image with uv's standalone CPython in /opt/python, which the
+# final GPU stage copies to the same path (the virtual environment points there).
+FROM ${CUDA_IMAGE} AS build-gpu
+ARG CUDA_PYTHON
+COPY --from=uv /uv /usr/local/bin/uv
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_INSTALL_DIR=/opt/python \
+    UV_PYTHON=${CUDA_PYTHON} \
+    UV_PROJECT_ENVIRONMENT=/app/.venv
+RUN uv python install ${CUDA_PYTHON}
+WORKDIR /src
+COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --extra serve-gpu --no-install-project
+    uv sync --locked --no-dev --extra serve-gpu-system --no-install-project
 COPY --from=sources /src /src
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --extra serve-gpu --no-editable
+    uv sync --locked --no-dev --extra serve-gpu-system --no-editable
 
-# --- what both serving images share -------------------------------------------------------------
+# --- the CPU image's base -------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 digitserve \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
@@ -94,15 +109,28 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["digitserve", "health", "--timeout", "4"]
 CMD ["digitserve", "serve"]
 
-# --- GPU: onnxruntime-gpu and the CUDA 13 / cuDNN 9 wheels ---------------------------------------
-FROM runtime AS serve-gpu
+# --- GPU: the CUDA 13 / cuDNN 9 runtime image with the same user, files, ports and probe ----------
+FROM ${CUDA_IMAGE} AS serve-gpu
+RUN groupadd --system --gid 10001 digitserve \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
+      --shell /usr/sbin/nologin digitserve \
+ && install -d -o 10001 -g 10001 /app /models
+WORKDIR /app
+COPY --from=build-gpu /opt/python /opt/python
 COPY --from=build-gpu /app/.venv /app/.venv
-# Where the NVIDIA wheels put their libraries (the layout onnxruntime.preload_dlls looks for),
-# so the CUDA execution provider finds them without any preloading.
-ENV LD_LIBRARY_PATH=/app/.venv/lib/python3.11/site-packages/nvidia/cu13/lib:/app/.venv/lib/python3.11/site-packages/nvidia/cudnn/lib \
-    NVIDIA_VISIBLE_DEVICES=all \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+COPY --from=runtime /app/node_modules /app/node_modules
+ENV PATH=/app/.venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    DIGITSERVE_HOST=0.0.0.0 \
+    DIGITSERVE_REPO=/models \
+    DIGITSERVE_NODE_MODULES=/app \
     DIGITSERVE_DEVICE=cuda
+EXPOSE 50051 8000 8080
+USER 10001:10001
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["digitserve", "health", "--timeout", "4"]
+CMD ["digitserve", "serve"]
 # Fail the build, not the deployment: the GPU build must offer CUDA and hold no TensorFlow.
 RUN python -c "import importlib.util as u, onnxruntime as ort, sys; \
 ok = 'CUDAExecutionProvider' in ort.get_available_providers() and u.find_spec('tensorflow') is None; \

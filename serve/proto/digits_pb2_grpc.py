@@ -61,8 +61,9 @@ class ClassifierServicer(object):
     def ClassifyStream(self, request_iterator, context):
         """Classifies each request of a long-lived stream. Requests are processed concurrently and
         answered in the order they were sent, one ClassifyStreamResponse per ClassifyRequest. A bad
-        request is answered with an error entry and the stream stays open; only draining or
-        internal failures end it with a status.
+        request is answered with an error entry and the stream stays open. When the server drains,
+        the requests it has read are answered and the stream ends with UNAVAILABLE: requests sent
+        after the last answer were not processed; retry them on another replica.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

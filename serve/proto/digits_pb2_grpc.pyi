@@ -43,8 +43,9 @@ class ClassifierStub:
     ]
     """Classifies each request of a long-lived stream. Requests are processed concurrently and
     answered in the order they were sent, one ClassifyStreamResponse per ClassifyRequest. A bad
-    request is answered with an error entry and the stream stays open; only draining or
-    internal failures end it with a status.
+    request is answered with an error entry and the stream stays open. When the server drains,
+    the requests it has read are answered and the stream ends with UNAVAILABLE: requests sent
+    after the last answer were not processed; retry them on another replica.
     """
 
 class ClassifierAsyncStub:
@@ -62,8 +63,9 @@ class ClassifierAsyncStub:
     ]
     """Classifies each request of a long-lived stream. Requests are processed concurrently and
     answered in the order they were sent, one ClassifyStreamResponse per ClassifyRequest. A bad
-    request is answered with an error entry and the stream stays open; only draining or
-    internal failures end it with a status.
+    request is answered with an error entry and the stream stays open. When the server drains,
+    the requests it has read are answered and the stream ends with UNAVAILABLE: requests sent
+    after the last answer were not processed; retry them on another replica.
     """
 
 class ClassifierServicer(metaclass=abc.ABCMeta):
@@ -85,8 +87,9 @@ class ClassifierServicer(metaclass=abc.ABCMeta):
     ) -> typing.Union[collections.abc.Iterator[digits_pb2.ClassifyStreamResponse], collections.abc.AsyncIterator[digits_pb2.ClassifyStreamResponse]]:
         """Classifies each request of a long-lived stream. Requests are processed concurrently and
         answered in the order they were sent, one ClassifyStreamResponse per ClassifyRequest. A bad
-        request is answered with an error entry and the stream stays open; only draining or
-        internal failures end it with a status.
+        request is answered with an error entry and the stream stays open. When the server drains,
+        the requests it has read are answered and the stream ends with UNAVAILABLE: requests sent
+        after the last answer were not processed; retry them on another replica.
         """
 
 def add_ClassifierServicer_to_server(servicer: ClassifierServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

@@ -4,7 +4,8 @@ Classify decodes one of the three pixel encodings (float32, float32_le, uint8), 
 plane, and answers one Prediction per image (or the packed bytes when asked). ClassifyStream
 runs every request of a stream concurrently and answers them in order; a bad request gets an
 error entry and the stream goes on; when the server starts draining, the stream stops taking
-requests, answers the ones it has, and ends.
+requests, answers the ones it has, and ends with UNAVAILABLE (requests sent after the last
+answer were not processed: the client retries them on another replica).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = digits_pb2.DESCRIPTOR.services_by_name["Classifier"].full_name
 STREAM_WINDOW = 256
 """Most requests of one stream in progress at once; reading pauses beyond it (backpressure)."""
+STREAM_DRAINED = (
+    "the server is shutting down: requests sent after the last answer were not processed; retry them on another replica"
+)
 
 
 def decode_request(request: digits_pb2.ClassifyRequest) -> np.ndarray:
@@ -108,7 +112,8 @@ class ClassifierServicer(digits_pb2_grpc.ClassifierServicer):
         answers: asyncio.Queue[asyncio.Task[digits_pb2.ClassifyStreamResponse] | None] = asyncio.Queue()
         window = asyncio.Semaphore(STREAM_WINDOW)
 
-        async def read() -> None:
+        async def read() -> bool:
+            """Queue an answer task per request; True when the drain, not the client, ended it."""
             requests = aiter(request_iterator)
             drain = asyncio.ensure_future(self._plane.draining.wait())
             try:
@@ -117,11 +122,11 @@ class ClassifierServicer(digits_pb2_grpc.ClassifierServicer):
                     await asyncio.wait({following, drain}, return_when=asyncio.FIRST_COMPLETED)
                     if not following.done():  # draining: take no more requests
                         following.cancel()
-                        return
+                        return True
                     try:
                         request = following.result()
                     except StopAsyncIteration:
-                        return
+                        return False
                     await window.acquire()
                     answers.put_nowait(asyncio.create_task(self._stream_answer(request, deadline)))
             finally:
@@ -133,7 +138,9 @@ class ClassifierServicer(digits_pb2_grpc.ClassifierServicer):
             while (answer := await answers.get()) is not None:
                 yield await answer
                 window.release()
-            await reader  # re-raises a read failure (for example the client's cancellation)
+            drained = await reader  # re-raises a read failure (for example the client's cancellation)
+            if drained:  # not OK: the client may have sent requests that were never read
+                await context.abort(grpc.StatusCode.UNAVAILABLE, STREAM_DRAINED)
         finally:
             reader.cancel()
             while not answers.empty():

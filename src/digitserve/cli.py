@@ -48,6 +48,13 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port, 0 to 65535, got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:  # NaN too
@@ -76,7 +83,7 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"digitserve {__version__}")
     parser.add_argument(
-        "--log-level", default=os.environ.get(ENV_PREFIX + "LOG_LEVEL", "INFO"),
+        "--log-level", default="INFO", type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default: %(default)s)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -85,29 +92,50 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
         if name == command:  # configure only the stage that runs: its imports stay light
             stage = importlib.import_module(module)
             stage.configure(sub)
-            apply_environment(sub)
             sub.set_defaults(run=stage.run)
+    apply_environment(parser)
     return parser
 
 
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
+FLAG_ACTIONS = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)
+
+
 def apply_environment(parser: argparse.ArgumentParser) -> None:
-    """Take each option's default from DIGITSERVE_<DEST> when that variable is set."""
+    """Take each option's default from DIGITSERVE_<DEST> when that variable is set.
+
+    The value goes through the option's own type and choices, so a bad variable fails as
+    plainly as a bad flag; nested subcommands (`bench train`) read the same variables.
+    """
     for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                apply_environment(sub)
+            continue
         if not action.option_strings or action.dest in ("help", "version"):
             continue
-        raw = os.environ.get(ENV_PREFIX + action.dest.upper())
+        name = ENV_PREFIX + action.dest.upper()
+        raw = os.environ.get(name)
         if raw is None:
             continue
-        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
-            action.default = raw.strip().lower() in ("1", "true", "yes", "on")
-        elif action.type is not None and callable(action.type):
-            try:
-                action.default = action.type(raw)
-            except (ValueError, argparse.ArgumentTypeError) as exc:
-                parser.error(f"{ENV_PREFIX}{action.dest.upper()}={raw!r}: {exc}")
-        else:
-            action.default = raw
+        try:
+            action.default = _environment_value(action, raw)
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            parser.error(f"{name}={raw!r}: {exc}")
         action.required = False
+
+
+def _environment_value(action: argparse.Action, raw: str) -> object:
+    if isinstance(action, FLAG_ACTIONS):
+        word = raw.strip().lower()
+        if word not in TRUE_WORDS + FALSE_WORDS:
+            raise ValueError(f"expected one of {', '.join(w for w in TRUE_WORDS + FALSE_WORDS if w)}")
+        return word in TRUE_WORDS
+    value = action.type(raw) if callable(action.type) else raw
+    if action.choices is not None and value not in action.choices:
+        raise ValueError(f"expected one of {', '.join(map(str, action.choices))}")
+    return value
 
 
 # Top-level modules of each extra, so a missing one names the install that brings it.

@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,19 +80,20 @@ def read_idx_folder(folder: Path) -> Mnist:
         file = _find_idx(folder, stem)
         if file is None:
             raise DataError(f"MNIST file {stem}[.gz] is missing from {folder}: {FIX}")
+        if file.name != stem and file.name in expected:  # a line for the .gz: the file as stored
+            _verify(file, expected[file.name], _read_bytes(file, decompress=False))
         raw = _read_bytes(file)
-        if stem in expected and hashlib.sha256(raw).hexdigest() != expected[stem]:
-            raise DataError(
-                f"{file} does not match its checksum in {folder / 'SHA256SUMS'}: "
-                "the file is corrupt or was replaced; download it again"
-            )
+        _verify(file, expected.get(stem), raw)
         arrays[key] = parse_idx(raw, file)
     _check_pairs(arrays, str(folder))
     return Mnist(**arrays, source=str(folder))
 
 
 def read_npz(file: Path) -> Mnist:
-    """Read Keras' mnist.npz (x_train, y_train, x_test, y_test)."""
+    """Read Keras' mnist.npz (x_train, y_train, x_test, y_test), verifying SHA256SUMS beside it."""
+    expected = _read_sha256sums(file.parent / "SHA256SUMS").get(file.name)
+    if expected:
+        _verify(file, expected, _read_bytes(file, decompress=False))
     try:
         with np.load(file, allow_pickle=False) as npz:
             missing = [key for key in SPLITS if key not in npz.files]
@@ -133,26 +135,39 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _read_bytes(file: Path) -> bytes:
+def _read_bytes(file: Path, decompress: bool = True) -> bytes:
     try:
-        if file.suffix == ".gz":
+        if decompress and file.suffix == ".gz":
             with gzip.open(file, "rb") as handle:
                 return handle.read()
         return file.read_bytes()
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{file} cannot be read ({exc}): download it again") from exc
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{file} cannot be read ({exc}): the file is corrupt; download it again") from exc
 
 
 def _read_sha256sums(file: Path) -> dict[str, str]:
-    """name -> sha256 of the uncompressed content; empty when there is no SHA256SUMS."""
+    """File name as listed -> sha256; empty when there is no SHA256SUMS.
+
+    A name ending in .gz or .npz is the hash of that file as stored; a bare IDX name is the
+    hash of the uncompressed content, so one list covers the raw and the gzipped files alike.
+    """
     if not file.is_file():
         return {}
     sums = {}
     for line in file.read_text().splitlines():
         parts = line.split()
         if len(parts) == 2:
-            sums[parts[1].lstrip("*").removesuffix(".gz")] = parts[0].lower()
+            sums[parts[1].lstrip("*")] = parts[0].lower()
     return sums
+
+
+def _verify(file: Path, expected: str | None, content: bytes) -> None:
+    """Raise DataError when `expected` is given and the sha256 of `content` differs."""
+    if expected is not None and hashlib.sha256(content).hexdigest() != expected:
+        raise DataError(
+            f"{file} does not match its checksum in {file.parent / 'SHA256SUMS'}: "
+            "the file is corrupt or was replaced; download it again"
+        )
 
 
 def _check_pairs(arrays: dict[str, np.ndarray], source: str) -> None:

@@ -150,7 +150,7 @@ def test_settings_come_from_the_environment(
     assert code == 1 and "UNAVAILABLE" in err
 
 
-@pytest.mark.parametrize("target", ["localhost", "127.0.0.1:http", ":50051", "host:"])
+@pytest.mark.parametrize("target", ["localhost", "127.0.0.1:http", ":50051", "host:", "127.0.0.1:70000"])
 def test_a_malformed_target_is_a_usage_error(target: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["health", "--target", target])

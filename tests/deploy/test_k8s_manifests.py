@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -36,7 +35,7 @@ from deploy_files import (
     service_env,
     unknown_variables,
 )
-from deploy_harness import clean_env
+from deploy_harness import clean_env, require_tool
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
@@ -85,9 +84,9 @@ def test_kustomization_lists_every_manifest() -> None:
     assert all(image["newTag"] == PROJECT_VERSION for image in kustomization["images"])
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed (optional check)")
 def test_kustomize_builds_valid_objects() -> None:
-    result = subprocess.run(["kubectl", "kustomize", str(K8S_DIR)], capture_output=True, text=True, timeout=120)
+    kubectl = require_tool("kubectl")
+    result = subprocess.run([kubectl, "kustomize", str(K8S_DIR)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
     assert len(docs) == len(k8s_resources())

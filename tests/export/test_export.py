@@ -44,6 +44,8 @@ def test_model_section_comes_from_train_metrics(
     assert model["keras_sha256"] == sha256(exported_repo / "digits/1/model.keras")
     assert model["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert model["training"]["epochs"] == 3
+    assert (model["training"]["subset"], model["training"]["train_images"]) == (5000, metrics["train_images"])
+    assert "augment" in model["training"] and "validation_split" in model["training"]
     assert model["training"]["data_sha256"] == metrics["data_sha256"]
 
 

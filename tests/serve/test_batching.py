@@ -17,6 +17,7 @@ from digitserve.serve.proto import grpc_service_pb2 as v2
 COMPUTED = "nv_inference_count_total"
 EXECUTIONS = "nv_inference_exec_count_total"
 DROPPED = "digitserve_dropped_images_total"
+FAILED = "nv_inference_request_failure_total"
 
 
 def one_image(images: Images, i: int) -> d.ClassifyRequest:
@@ -94,6 +95,7 @@ def test_a_full_queue_answers_resource_exhausted(slow_server: ServerThread) -> N
         assert "queue full: 8 images are waiting" in (error.value.details() or "")
         for future in (busy, *queued):
             assert len(future.result().predictions) == 4
+        assert len(stubs.digits.Classify(images_request(1), timeout=60).predictions) == 1  # still serving
     assert slow_server.metric("nv_inference_request_failure_total", reason="RESOURCE_EXHAUSTED") == 1
 
 
@@ -108,8 +110,13 @@ def test_a_deadline_shorter_than_the_queue_wait_never_runs_the_model(
             stubs.digits.Classify(images_request(3), timeout=0.1)
         assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         busy.result()
+        assert len(stubs.digits.Classify(images_request(1), timeout=60).predictions) == 1  # still serving
     assert wait_for_metric(slow_server, DROPPED, 3) == 3
-    assert slow_server.metric(COMPUTED) == 1  # only the busy call's image reached the model
+    assert slow_server.metric(COMPUTED) == 2  # the busy call's image and the one after, not the 3
+    # gRPC cancels the call at its deadline; it is still counted as a deadline, not a cancellation.
+    assert slow_server.metric(DROPPED, reason="expired") == 3
+    assert slow_server.metric(FAILED, reason="DEADLINE_EXCEEDED") == 1
+    assert slow_server.metric(FAILED, reason="CANCELLED") == 0
 
 
 def test_a_cancelled_call_is_not_computed(slow_server: ServerThread) -> None:
@@ -141,3 +148,33 @@ def test_the_event_loop_keeps_answering_while_the_model_computes(slow_server: Se
         assert not busy.done(), "the model finished first: the check proves nothing"
         busy.result()
     assert elapsed < 0.25, elapsed  # well under one model execution (0.3 s or more)
+
+
+def test_with_a_queue_delay_calls_gone_while_the_batch_waits_are_not_computed(
+    make_server: Callable[..., ServerThread],
+    model_repo: Path,
+    mnist_test_images: Images,
+    reference: Callable[..., np.ndarray],
+) -> None:
+    server = make_server(server_settings(model_repo, max_batch_size=8, max_queue_delay_us=1_000_000))
+    with grpc.insecure_channel(server.target) as channel:
+        stubs = Stubs(channel)
+        expiring = stubs.digits.Classify.future(images_request(2), timeout=0.3)
+        cancelled = stubs.digits.Classify.future(images_request(1), timeout=60)
+        server.wait_running(2)  # both taken into a batch that waits up to 1 s for more images
+        assert cancelled.cancel()
+        with pytest.raises(grpc.RpcError) as error:
+            expiring.result()
+        assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert wait_for_metric(server, DROPPED, 3) == 3
+        started = time.monotonic()
+        after = stubs.digits.Classify(one_image(mnist_test_images, 7), timeout=10)  # waits its own 1 s
+        waited = time.monotonic() - started
+    expected = reference(mnist_test_images.pixels[7:8])[0]
+    np.testing.assert_allclose(after.predictions[0].probabilities, expected, atol=1e-6)
+    assert 0.9 < waited < 5, waited  # the delay applies: a lone call waits for company
+    assert server.metric(COMPUTED) == 1  # only the last call's image reached the model
+    assert server.metric(DROPPED, reason="expired") == 2
+    assert server.metric(DROPPED, reason="cancelled") == 1
+    assert server.metric(FAILED, reason="DEADLINE_EXCEEDED") == 1
+    assert server.metric(FAILED, reason="CANCELLED") == 1

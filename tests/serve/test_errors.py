@@ -124,6 +124,11 @@ def typed(datatype: str, **contents: Any) -> v2.ModelInferRequest:
     return v2.ModelInferRequest(model_name="digits", inputs=[tensor])
 
 
+def uint8_raw(count: int) -> v2.ModelInferRequest:
+    tensor = Tensor(name="pixels", datatype="UINT8", shape=[count, 784])
+    return v2.ModelInferRequest(model_name="digits", inputs=[tensor], raw_input_contents=[bytes(784 * count)])
+
+
 def raw_and_typed() -> v2.ModelInferRequest:
     request = fp32(GOOD)
     request.inputs[0].contents.fp32_contents.extend([0.5] * 784)
@@ -210,6 +215,11 @@ V2_CASES: dict[str, tuple[Callable[[], v2.ModelInferRequest], grpc.StatusCode, s
         lambda: fp32(GOOD * 3),
         grpc.StatusCode.INVALID_ARGUMENT,
         "got min 1.5, max 1.5",
+    ),
+    "too many images": (
+        lambda: uint8_raw(1025),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "1025 images in one request; the limit is 1024",
     ),
 }
 

@@ -23,6 +23,11 @@ SERVICES = ("", "digits.v1.Classifier", "inference.GRPCInferenceService")
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 ONE = d.ClassifyRequest(uint8=bytes([200]) * 784)
+V2_ONE = v2.ModelInferRequest(
+    model_name="digits",
+    inputs=[v2.ModelInferRequest.InferInputTensor(name="pixels", datatype="UINT8", shape=[1, 784])],
+    raw_input_contents=[bytes([200]) * 784],
+)
 
 
 def health_of(channel: grpc.Channel) -> list[int]:
@@ -76,27 +81,63 @@ def test_drain_finishes_calls_in_flight_and_refuses_new_ones(
         with pytest.raises(grpc.RpcError) as error:
             stubs.digits.Classify(ONE, timeout=10)
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(grpc.RpcError) as error:
+            stubs.v2.ModelInfer(V2_ONE, timeout=10)
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
         assert all(len(f.result().predictions) == 1 for f in in_flight)
         stopping.result(30)
 
 
-def test_stream_ends_cleanly_when_the_server_drains(make_server: Callable[..., ServerThread], model_repo: Path) -> None:
-    server = make_server(server_settings(model_repo, grace_seconds=30))
+def test_both_apis_say_the_server_is_shutting_down_once_the_drain_begins(
+    make_server: Callable[..., ServerThread], model_repo: Path
+) -> None:
+    # The drain's first step, before the gRPC server stops taking calls (after that, new calls
+    # are refused by gRPC itself, also with UNAVAILABLE).
+    server = make_server(server_settings(model_repo))
+
+    async def begin_drain() -> None:
+        server.server.plane.begin_drain()
+
     with grpc.insecure_channel(server.target) as channel:
-        requests: list[d.ClassifyRequest] = [ONE]
+        stubs = Stubs(channel)
+        assert stubs.v2.ModelInfer(V2_ONE, timeout=10).model_version == "1"
+        server.call(begin_drain())
+        for call in (lambda: stubs.digits.Classify(ONE, timeout=10), lambda: stubs.v2.ModelInfer(V2_ONE, timeout=10)):
+            with pytest.raises(grpc.RpcError) as error:
+                call()
+            assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert error.value.details() == "the server is shutting down; retry on another replica"
+        assert not stubs.v2.ServerReady(v2.ServerReadyRequest(), timeout=10).ready
+        assert not stubs.v2.ModelReady(v2.ModelReadyRequest(name="digits"), timeout=10).ready
+    assert server.metric("nv_inference_request_failure_total", reason="UNAVAILABLE") == 2
+
+
+def test_a_stream_answers_what_it_has_then_ends_unavailable_when_the_server_drains(
+    make_server: Callable[..., ServerThread], slow_repo: Path
+) -> None:
+    server = make_server(server_settings(slow_repo, max_batch_size=1, grace_seconds=30))
+    with grpc.insecure_channel(server.target) as channel:
         gate = threading.Event()
 
-        def produce():  # one request, then hold the stream open until the test is done
-            yield requests[0]
+        def produce():  # two requests, then hold the stream open (more could follow)
+            yield d.ClassifyRequest(uint8=bytes([200]) * 784, request_id="a")
+            yield d.ClassifyRequest(uint8=bytes([200]) * 784, request_id="b")
             gate.wait(30)
 
         stream = Stubs(channel).digits.ClassifyStream(produce(), timeout=60)
-        assert next(stream).WhichOneof("result") == "response"
+        server.wait_for("digitserve_inflight_calls", 2)  # both read, in the model or queued
         started = time.monotonic()
-        server.call(server.server.stop())
-        assert list(stream) == []  # ended with OK, not cut at the end of the grace period
-        assert time.monotonic() - started < 10
+        stopping = server.submit(server.server.stop())
+        answers = [next(stream), next(stream)]
+        with pytest.raises(grpc.RpcError) as error:
+            next(stream)
         gate.set()
+        stopping.result(30)
+    assert [a.response.request_id for a in answers] == ["a", "b"]  # in progress: answered
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE  # not OK: later requests were not read
+    assert "shutting down" in (error.value.details() or "")
+    assert "retry them on another replica" in (error.value.details() or "")
+    assert time.monotonic() - started < 10  # not held until the end of the 30 s grace
 
 
 def probabilities_of(response: d.ClassifyResponse) -> np.ndarray:

@@ -16,7 +16,7 @@ from serve_models import Weights, random_weights, write_version
 
 from digitserve.errors import ModelRepositoryError, UsageError
 from digitserve.serve.errors import DeviceUnavailable
-from digitserve.serve.model import load_model
+from digitserve.serve.model import check_providers, load_model
 from digitserve.serve.settings import ServeSettings
 
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
@@ -162,3 +162,19 @@ def test_max_message_size_follows_the_request_limit() -> None:
     small, big = ServeSettings(max_request_images=10), ServeSettings(max_request_images=1000)
     assert small.max_message_bytes >= 10 * 784 * 4
     assert big.max_message_bytes - small.max_message_bytes == 990 * 784 * 4
+
+
+@pytest.mark.skipif(
+    "AzureExecutionProvider" not in ort.get_available_providers(), reason="needs a second provider to mix"
+)
+def test_every_instance_must_run_on_the_first_ones_provider(tmp_path: Path) -> None:
+    # Without a GPU, CUDA cannot be made to drop out of one session; two real sessions on
+    # different providers (the CPU build's Azure provider) stand for that case.
+    data = (write_version(tmp_path, 1, random_weights(0)) / "onnx" / "model.onnx").read_bytes()
+    cpu = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    other = ort.InferenceSession(data, providers=["AzureExecutionProvider", "CPUExecutionProvider"])
+    assert other.get_providers()[0] != "CPUExecutionProvider", "the sessions do not differ: nothing was tested"
+    check_providers([cpu, cpu], settings(tmp_path))
+    message = "instance 2 of 3 runs on AzureExecutionProvider, not CPUExecutionProvider"
+    with pytest.raises(DeviceUnavailable, match=message):
+        check_providers([cpu, cpu, other], settings(tmp_path, instances=3))

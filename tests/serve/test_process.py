@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -12,7 +13,7 @@ import grpc
 import onnxruntime as ort
 import pytest
 from serve_harness import ServeProcess, Stubs, metric_value
-from serve_models import random_weights, write_version
+from serve_models import SLOW_SIZE, random_weights, write_version
 
 from digitserve.serve.proto import digits_pb2 as d
 
@@ -53,6 +54,62 @@ def test_sigterm_answers_every_call_in_flight_then_exits_0(
     assert all(len(a.predictions) == 1 for a in answers)
     assert process.process.wait(60) == 0, process.log()
     assert "stopped" in process.log()
+
+
+def test_a_second_sigterm_during_the_drain_loses_no_answer(
+    serve_process: Callable[..., ServeProcess], slow_repo: Path
+) -> None:
+    process = serve_process("--repo", str(slow_repo), *COMMON, "--max-batch-size", "1", "--grace-seconds", "30")
+    port = ready_port(process)
+    metrics = int(process.wait_for_log(r"metrics on http://127\.0\.0\.1:(\d+)/metrics").group(1))
+    gate = threading.Event()
+
+    def produce():  # one request, then the stream stays open
+        yield d.ClassifyRequest(uint8=bytes([90]) * 784, request_id="s")
+        gate.wait(60)
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stubs = Stubs(channel)
+        stream = stubs.digits.ClassifyStream(produce(), timeout=60)
+        unary = [stubs.digits.Classify.future(ONE, timeout=60) for _ in range(3)]
+        deadline = time.monotonic() + 30
+        while in_flight_calls(metrics) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert in_flight_calls(metrics) == 4
+        process.process.send_signal(signal.SIGTERM)
+        process.wait_for_log("draining")
+        process.process.send_signal(signal.SIGTERM)  # impatient orchestrator
+        process.process.send_signal(signal.SIGINT)  # impatient operator
+        answers = [f.result() for f in unary]
+        streamed = next(stream)
+        with pytest.raises(grpc.RpcError) as error:
+            next(stream)
+        gate.set()
+    process.wait_for_log("signal ignored")
+    assert all(len(a.predictions) == 1 for a in answers)
+    assert streamed.response.request_id == "s"
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert process.process.wait(60) == 0, process.log()
+    assert "stopped" in process.log()
+
+
+def test_sighup_during_the_first_load_reloads_after_it(
+    serve_process: Callable[..., ServeProcess], tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    write_version(repo, 1, random_weights(1), slow_size=SLOW_SIZE)  # slow to warm up: a long first load
+    process = serve_process("--repo", str(repo), *COMMON, "--instances", "4", "--poll-seconds", "0")
+    port = int(process.wait_for_log(r"listening on 127\.0\.0\.1:(\d+)").group(1))
+    write_version(repo, 2, random_weights(2))
+    process.process.send_signal(signal.SIGHUP)
+    assert "serving digits version" not in process.log(), "the first load was over: nothing was tested"
+    process.wait_for_log("serving digits version 1 from")
+    process.wait_for_log("reload: now serving version 2")
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        assert Stubs(channel).digits.Classify(ONE, timeout=10).model_version == 2  # not overwritten by 1
+    assert "SIGHUP during the first load" in process.log()
+    process.process.send_signal(signal.SIGTERM)
+    assert process.process.wait(30) == 0, process.log()
 
 
 def test_sighup_reloads_and_the_effective_configuration_is_logged(

@@ -101,6 +101,41 @@ def test_truncated_gzip_stream(tmp_path: Path) -> None:
         load_mnist(tmp_path)
 
 
+def test_corrupt_gzip_stream(tmp_path: Path) -> None:
+    write_idx_folder(tmp_path, small_arrays(), gz=True, sums=False)
+    file = tmp_path / f"{SPLITS['x_train']}.gz"
+    data = bytearray(file.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
+    file.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz cannot be read .*corrupt"):
+        load_mnist(tmp_path)
+
+
+def test_checksums_of_the_gz_files_as_stored(tmp_path: Path) -> None:
+    """A SHA256SUMS made with `sha256sum *.gz` lists the compressed files: they are checked as stored."""
+    write_idx_folder(tmp_path, small_arrays(), gz=True, sums=False)
+    files = sorted(tmp_path.glob("*.gz"))
+    lines = [f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.name}" for f in files]
+    (tmp_path / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    assert len(load_mnist(tmp_path).y_test) == 5
+    # recompressing the same content at another level changes the stored bytes: caught
+    label_file = tmp_path / f"{SPLITS['y_test']}.gz"
+    label_file.write_bytes(gzip.compress(gzip.decompress(label_file.read_bytes()), compresslevel=1, mtime=1))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz does not match its checksum"):
+        load_mnist(tmp_path)
+
+
+def test_npz_checksum_is_verified(tmp_path: Path) -> None:
+    np.savez(tmp_path / "mnist.npz", **small_arrays())
+    good = hashlib.sha256((tmp_path / "mnist.npz").read_bytes()).hexdigest()
+    (tmp_path / "SHA256SUMS").write_text(f"{good}  mnist.npz\n")
+    assert len(load_mnist(tmp_path).y_train) == 12
+    (tmp_path / "SHA256SUMS").write_text(f"{'0' * 64}  mnist.npz\n")
+    with pytest.raises(DataError, match=r"mnist.npz does not match its checksum"):
+        load_mnist(tmp_path)
+
+
 def test_wrong_magic_number(tmp_path: Path) -> None:
     write_idx_folder(tmp_path, small_arrays(), gz=False, sums=False)
     # labels where images belong: a plausible file with the wrong magic

@@ -262,3 +262,12 @@ def test_cli_port_in_use_is_a_usage_error(server: RunningServer, repo: Path) -> 
     )
     assert done.returncode == 2
     assert f"port {server.port} on 127.0.0.1 is in use" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["web", "serve"])
+def test_a_port_out_of_range_is_a_usage_error(command: str, tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "digitserve", command, "--port", "70000"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--port: must be a TCP port, 0 to 65535, got 70000" in done.stderr
+    assert "Traceback" not in done.stderr
