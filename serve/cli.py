@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 from pathlib import Path
 
 from digitserve.cli import add_repo_options, non_negative_float, non_negative_int, port, positive_int
@@ -178,6 +179,9 @@ def run(args: argparse.Namespace) -> int:
 
     from digitserve.serve.server import DigitServer
 
+    # SIGHUP means "reload"; before the server listens the first load takes the newest version
+    # anyway, and SIGHUP's default action would kill the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = settings_from_args(args)
     log.info("digitserve serve: %s", settings.describe())
     asyncio.run(DigitServer(settings).run())

@@ -12,7 +12,8 @@ Life of a server (`DigitServer.run`):
    drain is over: a repeated SIGTERM/SIGINT is logged and ignored, so no answer in flight is lost
    (the grace period bounds the wait; SIGKILL is the way to stop at once).
 A SIGHUP during the first load is deferred until that load is done (a reload racing with it could
-be overwritten by the older version).
+be overwritten by the older version); one before the server listens is ignored (serve/cli.py), since
+the first load looks for the newest version anyway.
 """
 
 from __future__ import annotations
