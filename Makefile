@@ -29,8 +29,8 @@ system-packages:  ## Debian packages the tests use: Chromium (browser tests), do
 	@if ! command -v chromium >/dev/null || ! command -v docker-compose >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose; \
 	fi
-	@command -v kubectl >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl \
-		|| echo "kubectl is not in this machine's apt sources: install it, or the kustomize check fails"
+	@command -v kubectl >/dev/null || { apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client; }  # Debian's kubectl
 
 python-packages:
 	@command -v uv >/dev/null || python3 -m pip install -q "uv==$(UV_VERSION)"

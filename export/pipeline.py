@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from digitserve import interrupt
 from digitserve.contract import images_to_pixels
 from digitserve.errors import DigitserveError, UsageError
 from digitserve.export import manifest as manifest_io
@@ -110,6 +111,7 @@ def export_version(
             with progress.step("write the serving SavedModel (for TF.js and TFLite)"):
                 _converting("SavedModel", lambda: _write_saved_model(model, saved_model))
         for key in keys:
+            interrupt.check()  # a converter may have swallowed Ctrl-C or SIGTERM
             target = TARGETS[key]
             with progress.step(f"{key}: convert"):
                 convert_started = time.monotonic()
@@ -137,6 +139,7 @@ def export_version(
                 "libraries": _library_versions("tfjs" in keys),
             },
         )
+        interrupt.check()
         with progress.step(f"publish {version_dir} (manifest last)"):
             manifest_io.write_manifest(stage, manifest)
             publish.publish(stage, version_dir)

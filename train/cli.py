@@ -22,20 +22,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Train a digit classifier on MNIST and publish it as the next version "
         "<repo>/<name>/<version>/ with model.keras and train/ reports. Options left out take "
-        "the model's defaults: softmax is the tutorial (SGD 0.01, batch 32, 20 epochs); "
+        "the model's defaults: softmax is the tutorial (SGD 0.05, batch 32, 20 epochs); "
         "cnn (Adam, cosine schedule, augmentation, 15 epochs) targets >= 99.5%."
     )
     parser.add_argument("--model", choices=MODELS, default="cnn", help="architecture (default: %(default)s)")
-    parser.add_argument("--epochs", type=positive_int, help="maximum epochs")
-    parser.add_argument("--batch-size", type=positive_int, help="images per training step")
-    parser.add_argument("--optimizer", choices=OPTIMIZERS)
-    parser.add_argument("--learning-rate", type=positive_float, help="peak learning rate")
+    # Defaults per model (softmax / mlp / cnn), as train/trainer.py MODEL_DEFAULTS sets them.
+    parser.add_argument("--epochs", type=positive_int, help="maximum epochs (default: 20 / 20 / 15)")
+    parser.add_argument("--batch-size", type=positive_int, help="images per training step (default: 32 / 128 / 128)")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer (default: sgd / adam / adam)")
+    parser.add_argument("--learning-rate", type=positive_float,
+                        help="peak learning rate (default: 0.05 / 0.001 / 0.003)")
     parser.add_argument("--validation-split", type=fraction,
-                        help="fraction of the training images held out for validation, in [0, 1)")
+                        help="fraction of the training images held out for validation, in [0, 1) "
+                             "(default: 0 / 0.1 / 0.05)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                        help="random rotation/zoom/shift of training images")
+                        help="random rotation/zoom/shift of training images (default: off / off / on)")
     parser.add_argument("--patience", type=non_negative_int,
-                        help="early-stopping patience in epochs on validation loss (0: off)")
+                        help="early-stopping patience in epochs on validation loss, 0 = off; needs a "
+                             "validation split (default: 0 / 4 / 0)")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
     parser.add_argument("--subset", type=positive_int, help="train on the first N training images only")
     parser.add_argument(

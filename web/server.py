@@ -7,9 +7,10 @@
     /models/<name>/<v>/...  the model repository's files (manifest, tfjs/, onnx/, ...)
 
 GET and HEAD only; anything else a path does not name is 404 (see paths.py for the checks).
-Caching: the page, its scripts and every manifest are revalidated on each load (ETag); the
-files of an exported version never change under one URL (the page adds the model's sha256 to
-it), so those are cached for a year.
+Caching: the page, its scripts and every manifest are revalidated on each load (ETag). The
+page asks for an exported version's files with the model's sha256 in the query, a URL whose
+content never changes, so those answers are cached for a year; the same files under a plain URL
+revalidate, since a re-export rewrites them in place.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from digitserve.errors import ModelRepositoryError
 from digitserve.repository import MANIFEST, ModelRepository
@@ -164,8 +165,9 @@ class Handler(BaseHTTPRequestHandler):
         return self._not_found()
 
     def _model_file_caching(self, segments: list[str]) -> str:
-        """Manifests and files of unexported versions revalidate; exported files are fixed."""
-        if segments[-1] == MANIFEST or len(segments) < 4 or not segments[1].isdigit():
+        """Only an exported version's files asked for by sha256 (the page's URLs) are fixed."""
+        content_addressed = "sha256" in parse_qs(urlsplit(self.path).query)
+        if not content_addressed or segments[-1] == MANIFEST or len(segments) < 4 or not segments[1].isdigit():
             return REVALIDATE
         version_dir = self.server.config.repo / segments[0] / segments[1]
         return IMMUTABLE if (version_dir / MANIFEST).is_file() else REVALIDATE

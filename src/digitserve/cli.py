@@ -18,7 +18,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from digitserve import __version__
+from digitserve import __version__, interrupt
 from digitserve.errors import DigitserveError, UsageError
 from digitserve.repository import DEFAULT_NAME, DEFAULT_REPO
 
@@ -158,10 +158,6 @@ def missing_extra_message(exc: ModuleNotFoundError) -> str | None:
     )
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((arg for arg in argv if arg in COMMANDS), None)
@@ -170,9 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # SIGTERM unwinds like Ctrl-C, so staging folders are removed on the way out
-    # (the server installs its own graceful handler on top of this one).
-    signal.signal(signal.SIGTERM, _interrupt)
+    # SIGTERM unwinds like Ctrl-C, so staging folders are removed on the way out, and both are
+    # remembered for long jobs to check (the server installs its own graceful handler instead).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt.handle)
     try:
         return int(args.run(args) or 0)
     except UsageError as exc:

@@ -99,9 +99,16 @@ def read_npz(file: Path) -> Mnist:
             missing = [key for key in SPLITS if key not in npz.files]
             if missing:
                 raise DataError(f"{file} lacks the arrays {', '.join(missing)}: it is not Keras' mnist.npz")
-            arrays = {key: np.asarray(npz[key], dtype=np.uint8) for key in SPLITS}
+            arrays = {key: np.asarray(npz[key]) for key in SPLITS}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{file} is not a readable .npz file ({exc}): download it again") from exc
+    for key, array in arrays.items():  # check before the cast to uint8, which would wrap values
+        if array.size and (array.dtype.kind not in "iu" or array.min() < 0 or array.max() > 255):
+            raise DataError(
+                f"{file}: {key} holds {array.dtype} values from {array.min()} to {array.max()}; "
+                "Keras' mnist.npz holds integers 0..255: it is not that file"
+            )
+    arrays = {key: array.astype(np.uint8) for key, array in arrays.items()}
     _check_pairs(arrays, str(file))
     return Mnist(**arrays, source=str(file))
 
@@ -153,11 +160,16 @@ def _read_sha256sums(file: Path) -> dict[str, str]:
     """
     if not file.is_file():
         return {}
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{file} cannot be read as a checksum list ({exc}): remove it or write it again "
+                        "with `sha256sum FILES > SHA256SUMS`") from exc
     sums = {}
-    for line in file.read_text().splitlines():
+    for line in text.splitlines():
         parts = line.split()
-        if len(parts) == 2:
-            sums[parts[1].lstrip("*")] = parts[0].lower()
+        if len(parts) == 2:  # `sha256sum` writes "HASH  NAME" (or "HASH *NAME"); ./NAME is NAME
+            sums[Path(parts[1].lstrip("*")).name] = parts[0].lower()
     return sums
 
 
@@ -175,6 +187,8 @@ def _check_pairs(arrays: dict[str, np.ndarray], source: str) -> None:
         images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if images.ndim != 3 or images.shape[1:] != (28, 28):
             raise DataError(f"{source}: {split} images have shape {images.shape}, expected [N, 28, 28]")
+        if not len(images):
+            raise DataError(f"{source}: there are no {split} images")
         if len(images) != len(labels):
             raise DataError(
                 f"{source}: {len(images)} {split} images but {len(labels)} labels; "

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import errno
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from digitserve import interrupt
 from digitserve.errors import ModelRepositoryError
-from digitserve.export import Bounds, ExportError, ParityError, export_version, publish, to_tflite, verify
+from digitserve.export import (
+    Bounds,
+    ExportError,
+    ParityError,
+    export_version,
+    publish,
+    to_onnx,
+    to_tflite,
+    verify,
+)
 
 
 def test_corrupt_model_keras_fails_clearly_and_changes_nothing(
@@ -92,6 +105,60 @@ def test_interrupt_during_verification_changes_nothing(
         export_version(root, "digits", 1, formats="onnx", data=mnist)
     assert snapshot(root) == before
     assert not (root / "digits/1/manifest.json").exists()
+
+
+def test_an_interrupt_a_converter_swallows_still_stops_the_export(
+    trained_repo: Path, copy_repo: Any, snapshot: Any, mnist: Any, monkeypatch: Any
+) -> None:
+    """tensorflowjs catches BaseException around its freeze step and retries: Ctrl-C then seems
+    lost. The `digitserve` handler remembers it, and the export stops before publishing."""
+    root = copy_repo(trained_repo)
+    before = snapshot(root)
+    real_convert = to_onnx.convert
+
+    def swallowing(*args: Any) -> Any:
+        try:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C while converting ...
+        except BaseException:  # ... caught and dropped, as that converter does
+            pass
+        return real_convert(*args)
+
+    monkeypatch.setattr(to_onnx, "convert", swallowing)
+    previous = signal.signal(signal.SIGINT, interrupt.handle)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            export_version(root, "digits", 1, formats="onnx", data=mnist)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        interrupt.clear()
+    assert snapshot(root) == before
+
+
+def test_ctrl_c_during_the_tfjs_conversion_publishes_nothing(
+    trained_repo: Path, copy_repo: Any, snapshot: Any, mnist_dir: Path
+) -> None:
+    """The user's case, for real: SIGINT while `digitserve export` runs the TF.js converter."""
+    root = copy_repo(trained_repo)
+    before = snapshot(root)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digitserve", "export", "--repo", str(root), "--formats", "tfjs",
+         "--data", str(mnist_dir)],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert process.stderr is not None
+        seen = []
+        for line in process.stderr:
+            seen.append(line)
+            if "tfjs: convert" in line:
+                process.send_signal(signal.SIGINT)
+                break
+        rest = process.communicate(timeout=300)[1]
+    finally:
+        process.kill()
+    assert process.returncode == 130, "".join(seen) + rest
+    assert "interrupted" in rest
+    assert snapshot(root) == before
 
 
 def test_failing_swap_leaves_the_version_alone(

@@ -21,7 +21,7 @@ def test_tutorial_softmax_reaches_the_tutorial_accuracy(tmp_path: Path, mnist_di
     version = train(TrainConfig(model="softmax", data=str(mnist_dir), repo=str(tmp_path)))
     metrics = metrics_of(tmp_path, version)
     assert metrics["epochs"] == 20 and metrics["batch_size"] == 32 and metrics["optimizer"] == "sgd"
-    assert 0.915 <= metrics["test_accuracy"] <= 0.935
+    assert 0.92 <= metrics["test_accuracy"] <= 0.93
 
 
 def test_default_cnn_reaches_99_5_within_15_minutes(tmp_path: Path, mnist_dir: Path) -> None:

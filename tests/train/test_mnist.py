@@ -136,6 +136,33 @@ def test_npz_checksum_is_verified(tmp_path: Path) -> None:
         load_mnist(tmp_path)
 
 
+def test_npz_values_are_checked_before_the_cast_and_splits_must_not_be_empty(tmp_path: Path) -> None:
+    arrays = small_arrays()
+    np.savez(tmp_path / "wrapping.npz", **{**arrays, "y_test": np.arange(5, dtype=np.int64) + 255})
+    with pytest.raises(DataError, match=r"y_test holds int64 values from 255 to 259; .*integers 0..255"):
+        read_npz(tmp_path / "wrapping.npz")  # 259 would have wrapped to the valid label 3
+    np.savez(tmp_path / "floats.npz", **{**arrays, "x_train": arrays["x_train"] / 255.0})
+    with pytest.raises(DataError, match=r"x_train holds float64 values"):
+        read_npz(tmp_path / "floats.npz")
+    empty = {**arrays, "x_test": arrays["x_test"][:0], "y_test": arrays["y_test"][:0]}
+    np.savez(tmp_path / "empty.npz", **empty)
+    with pytest.raises(DataError, match=r"empty.npz: there are no test images"):
+        read_npz(tmp_path / "empty.npz")
+
+
+def test_checksum_list_paths_and_unreadable_lists(tmp_path: Path) -> None:
+    arrays = small_arrays()
+    write_idx_folder(tmp_path, arrays, gz=False)
+    sums = tmp_path / "SHA256SUMS"
+    sums.write_text(sums.read_text().replace("  t10k", "  ./t10k"))  # names as `sha256sum ./*` writes them
+    (tmp_path / SPLITS["y_test"]).write_bytes(idx_bytes((arrays["y_test"] + 1) % 10))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte does not match its checksum"):
+        load_mnist(tmp_path)
+    sums.write_bytes(b"\xff\xfe\x00garbage\n")
+    with pytest.raises(DataError, match=r"SHA256SUMS cannot be read as a checksum list"):
+        load_mnist(tmp_path)
+
+
 def test_wrong_magic_number(tmp_path: Path) -> None:
     write_idx_folder(tmp_path, small_arrays(), gz=False, sums=False)
     # labels where images belong: a plausible file with the wrong magic

@@ -100,3 +100,18 @@ def test_help_lists_every_stage(tmp_path: Path) -> None:
         assert command in result.stdout
     train_help = digitserve("train", "--help", cwd=tmp_path)
     assert "--validation-split" in train_help.stdout and "DIGITSERVE" not in train_help.stderr
+
+
+def test_help_states_each_models_defaults(tmp_path: Path) -> None:
+    """train --help mirrors MODEL_DEFAULTS (kept out of the CLI module so --help needs no Keras)."""
+    from digitserve.train.trainer import MODEL_DEFAULTS
+
+    def shown(value: object) -> str:
+        return ("on" if value else "off") if isinstance(value, bool) else f"{value:g}" if isinstance(
+            value, float) else str(value)
+
+    text = " ".join(digitserve("train", "--help", cwd=tmp_path).stdout.split())
+    for key in ("epochs", "batch_size", "optimizer", "learning_rate", "validation_split", "augment", "patience"):
+        expected = " / ".join(shown(MODEL_DEFAULTS[model][key]) for model in ("softmax", "mlp", "cnn"))
+        assert f"(default: {expected})" in text, f"--{key.replace('_', '-')}: {expected}"
+
