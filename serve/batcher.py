@@ -4,10 +4,12 @@ Callers `await submit(pixels, model, deadline)`. Each request is cut into chunks
 `max_batch_size` images and queued (bounded by `max_queue_images`: beyond it QueueFull). One
 worker per model instance takes chunks from the head of the queue, in order, until the batch is
 full, waiting up to `max_queue_delay_us` for more (0: take only what queued while the model was
-busy), runs the model in a thread (the event loop keeps serving meanwhile) and hands each chunk
-its rows. Chunks whose caller was cancelled, or whose deadline passed, are dropped before the
-model runs. A batch only mixes chunks pinned to the same model object, so a call that started
-before a hot reload finishes on the model it started with.
+busy); one worker forms a batch at a time, so idle instances never split a batch that is
+filling (as Triton's scheduler dispatches whole batches to free instances). It runs the model
+in a thread (the event loop keeps serving meanwhile) and hands each chunk its rows. Chunks whose
+caller was cancelled, or whose deadline passed, are dropped before the model runs. A batch only
+mixes chunks pinned to the same model object, so a call that started before a hot reload
+finishes on the model it started with.
 
 The batcher knows nothing of ONNX Runtime or gRPC: a model is anything with
 `run(pixels [N, 784] float32, instance) -> [N, 10]`.
@@ -85,6 +87,7 @@ class Batcher:
         self._queue: deque[_Chunk] = deque()
         self._queued_images = 0
         self._wakeup = asyncio.Event()
+        self._forming = asyncio.Lock()
         self._workers: list[asyncio.Task[None]] = []
         self._pool = ThreadPoolExecutor(instances, thread_name_prefix="digitserve-model")
         self._closed = False
@@ -206,7 +209,8 @@ class Batcher:
     async def _work(self, instance: int) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self._collect()
+            async with self._forming:
+                batch = await self._collect()
             if not batch:
                 continue
             model = batch[0].model

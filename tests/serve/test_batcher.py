@@ -29,8 +29,20 @@ class FakeModel:
         self.release = threading.Event()
         self.release.set()
         self.info = SimpleNamespace(name="fake", version=1)
+        self.running = self.most_running = 0
+        self._lock = threading.Lock()
 
     def run(self, pixels: np.ndarray, instance: int = 0) -> np.ndarray:
+        with self._lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        try:
+            return self._run(pixels)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+    def _run(self, pixels: np.ndarray) -> np.ndarray:
         self.release.wait(10)
         self.batches.append(pixels.copy())
         if self.delay:
@@ -207,13 +219,32 @@ def test_queue_delay_waits_to_fill_a_batch() -> None:
 
 
 def test_zero_delay_does_not_wait() -> None:
+    """A lone request in a batch of 4 is answered without anyone else arriving (with a delay
+    configured it would wait for more; run()'s timeout would fail the test)."""
+
     async def scenario() -> None:
         model = FakeModel()
         batcher, _ = make(max_batch_size=4)
-        started = time.monotonic()
         await batcher.submit(images([0]), model)
+        await batcher.submit(images([1]), model)
         await batcher.close()
-        assert time.monotonic() - started < 0.5
+        assert [len(b) for b in model.batches] == [1, 1]
+
+    run(scenario())
+
+
+def test_idle_instances_do_not_split_a_filling_batch() -> None:
+    async def scenario() -> None:
+        model = FakeModel()
+        batcher, _ = make(max_batch_size=4, max_queue_delay_us=300_000, instances=3)
+        calls = []
+        for i in range(4):
+            calls.append(asyncio.create_task(batcher.submit(images([i]), model)))
+            await asyncio.sleep(0.02)  # each arrives alone, well inside the delay
+        results = await asyncio.gather(*calls)
+        await batcher.close()
+        assert [len(b) for b in model.batches] == [4]
+        assert [r[0, 0] for r in results] == [0, 1, 2, 3]
 
     run(scenario())
 
@@ -239,13 +270,16 @@ def test_a_batch_never_mixes_two_models() -> None:
 
 def test_instances_run_batches_in_parallel() -> None:
     async def scenario() -> None:
-        model = FakeModel(delay=0.2)
+        model = FakeModel()
+        model.release.clear()  # hold every run until both instances are inside the model
         batcher, _ = make(max_batch_size=1, instances=2)
-        started = time.monotonic()
-        await asyncio.gather(*(batcher.submit(images([i]), model) for i in range(4)))
-        elapsed = time.monotonic() - started
+        calls = [asyncio.create_task(batcher.submit(images([i]), model)) for i in range(4)]
+        while model.running < 2:
+            await asyncio.sleep(0.01)
+        model.release.set()
+        results = await asyncio.gather(*calls)
         await batcher.close()
-        assert elapsed < 0.7, elapsed  # 4 x 0.2 s on one instance would take 0.8 s
+        assert model.most_running == 2 and [r[0, 0] for r in results] == [0, 1, 2, 3]
 
     run(scenario())
 

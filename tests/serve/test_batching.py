@@ -142,12 +142,10 @@ def test_the_event_loop_keeps_answering_while_the_model_computes(slow_server: Se
         stubs = Stubs(channel)
         busy = stubs.digits.Classify.future(images_request(4), timeout=60)
         slow_server.wait_running()
-        started = time.monotonic()
         assert stubs.v2.ServerLive(v2.ServerLiveRequest(), timeout=5).live
-        elapsed = time.monotonic() - started
-        assert not busy.done(), "the model finished first: the check proves nothing"
+        # a loop blocked by the model would have answered only after it: the model still runs
+        assert not busy.done(), "ServerLive waited for the model"
         busy.result()
-    assert elapsed < 0.25, elapsed  # well under one model execution (0.3 s or more)
 
 
 def test_with_a_queue_delay_calls_gone_while_the_batch_waits_are_not_computed(
