@@ -6,7 +6,8 @@ version without what export owns (hard links, so model.keras is not copied); the
 written and verified there, the manifest last. Publishing then swaps the staging folder and the
 version folder in one atomic `renameat2(RENAME_EXCHANGE)`: a reader sees the old version or the
 new one, whole. Any failure before that swap removes the staging folder and leaves the version,
-including a previous export of it, exactly as it was.
+including a previous export of it, exactly as it was; a staging folder left by a killed export
+(SIGKILL) is removed by the next one (repository.make_staging).
 
 Where the filesystem cannot exchange (not Linux, or a filesystem without RENAME_EXCHANGE) the
 swap falls back to two renames, with a moment in which the version folder is absent, never
@@ -22,10 +23,11 @@ import os
 import shutil
 import stat
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from digitserve.repository import make_staging
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ _RENAME_EXCHANGE = 2
 @contextmanager
 def staged_copy(version_dir: Path, skip: Iterable[str]) -> Iterator[Path]:
     """A staging folder beside `version_dir` holding its files except `skip`; always removed."""
-    stage = Path(tempfile.mkdtemp(prefix=f".{version_dir.name}.export-", dir=version_dir.parent))
+    stage = make_staging(version_dir.parent, f".{version_dir.name}.export-")
     try:
         os.chmod(stage, stat.S_IMODE(version_dir.stat().st_mode))  # mkdtemp makes it 0700
         skipped = set(skip)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,7 +82,7 @@ class ModelRepository:
     def staging_dir(self) -> Iterator[Path]:
         """A temporary folder inside the model folder for a version being built; removed on error."""
         self.model_dir.mkdir(parents=True, exist_ok=True)
-        temp = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.model_dir))
+        temp = make_staging(self.model_dir, ".staging-")
         os.chmod(temp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the version from a server user
         try:
             yield temp
@@ -139,3 +140,25 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def make_staging(parent: Path, prefix: str) -> Path:
+    """A new hidden staging folder in `parent`, named after this host and process, after
+    removing the ones writers on this host left when they were killed (SIGKILL, power loss)."""
+    host = socket.gethostname()
+    for entry in parent.glob(prefix + "*"):
+        owner_host, _, pid = entry.name[len(prefix):].rpartition("-")[0].rpartition(".")
+        if owner_host == host and pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{host}.{os.getpid()}-", dir=parent))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from digitserve.export import publish
 from digitserve.export.report import format_size, format_table
 from digitserve.export.targets import is_quantised, parse_formats
 from digitserve.export.to_tfjs import rename_signature_nodes
+from digitserve.repository import ModelRepository
 
 
 def test_parse_formats_orders_and_rejects() -> None:
@@ -83,3 +86,27 @@ def test_table_reads_like_the_manifest() -> None:
                                             "0.9231", "99.87%", "3.1e-02", "1.2", "s", "0.4", "s"]
     assert "max \\|Δp\\|" in format_table(manifest, markdown=True)
     assert format_size(512) == "512 B" and format_size(3 * 1024 * 1024) == "3.0 MB"
+
+
+def test_staging_left_by_a_killed_writer_is_removed_by_the_next(tmp_path: Path) -> None:
+    """Only this host's folders whose process is gone: a live writer's, or another host's on a
+    shared volume, are left alone."""
+    host = socket.gethostname()
+    killed = subprocess.Popen(["sleep", "60"])
+    killed.kill()
+    killed.wait()
+    repository = ModelRepository(tmp_path, "digits")
+    version_dir = repository.path(1)
+    version_dir.mkdir(parents=True)
+    left = {prefix: repository.model_dir / f"{prefix}{host}.{killed.pid}-x1"
+            for prefix in (".staging-", ".1.export-")}
+    kept = [repository.model_dir / f".staging-{host}.{os.getpid()}-x2",  # a writer still running
+            repository.model_dir / f".staging-other-host.{killed.pid}-x3"]  # not ours to judge
+    for folder in [*left.values(), *kept]:
+        (folder / "train").mkdir(parents=True)
+    with repository.staging_dir() as staged:
+        assert staged.name.startswith(f".staging-{host}.{os.getpid()}-")
+        assert not left[".staging-"].exists() and left[".1.export-"].exists()
+    with publish.staged_copy(version_dir, skip=()):
+        assert not left[".1.export-"].exists()
+    assert all(folder.is_dir() for folder in kept)
