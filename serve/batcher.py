@@ -48,14 +48,15 @@ class BatchObserver(Protocol):
 
 
 DEADLINE_SLACK = 0.005
-"""Seconds of clock difference tolerated when telling a deadline cancellation from a client's."""
+"""Seconds of clock difference tolerated when telling a deadline cancellation from a client's
+(gRPC's clock and ours differ slightly); never used to expire a request early."""
 
 
-def deadline_passed(deadline: float | None, now: float | None = None) -> bool:
-    """True when `deadline` (a time.monotonic() instant, None = none) has passed."""
+def deadline_passed(deadline: float | None, now: float | None = None, slack: float = 0.0) -> bool:
+    """True when `deadline` (a time.monotonic() instant, None = none) is less than `slack` away."""
     if deadline is None:
         return False
-    return (time.monotonic() if now is None else now) >= deadline - DEADLINE_SLACK
+    return (time.monotonic() if now is None else now) >= deadline - slack
 
 
 @dataclass(eq=False)
@@ -103,15 +104,12 @@ class Batcher:
         ]
 
     async def close(self) -> None:
-        """Stop the workers; anything still queued fails with Draining."""
+        """Stop the workers; anything still queued, forming or running fails with Draining."""
         self._closed = True
         for worker in self._workers:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
-        while self._queue:
-            chunk = self._pop()
-            if not chunk.future.done():
-                chunk.future.set_exception(Draining("the server is shutting down"))
+        _fail([self._pop() for _ in range(len(self._queue))], Draining, "the server is shutting down")
         self._pool.shutdown(wait=True)
 
     async def submit(self, pixels: np.ndarray, model: Any, deadline: float | None = None) -> np.ndarray:
@@ -178,6 +176,9 @@ class Batcher:
                     await asyncio.wait_for(self._wakeup.wait(), remaining)
                 except TimeoutError:
                     timed_out = True
+                except asyncio.CancelledError:  # closing: the chunks taken are on no queue now
+                    _fail(batch, Draining, "the server is shutting down")
+                    raise
             # While the batch waited, some of its callers may have gone away or run out of time.
             batch = [chunk for chunk in batch if not self._drop_if_dead(chunk)]
             size = sum(len(chunk.pixels) for chunk in batch)
@@ -191,8 +192,10 @@ class Batcher:
         counts as expired, not cancelled.
         """
         now = time.monotonic()
-        expired = deadline_passed(chunk.deadline, now)
-        if not chunk.future.done():
+        if chunk.future.done():  # cancelled by its caller, or by gRPC at the deadline
+            expired = deadline_passed(chunk.deadline, now, DEADLINE_SLACK)
+        else:
+            expired = deadline_passed(chunk.deadline, now)
             if not expired:
                 return False
             waited_ms = (now - chunk.enqueued) * 1e3
@@ -219,15 +222,14 @@ class Batcher:
             started = time.monotonic()
             try:
                 probabilities = await loop.run_in_executor(self._pool, model.run, pixels, instance)
+            except asyncio.CancelledError:  # closing while the model ran: its answer has no taker
+                _fail(batch, Draining, "the server is shutting down")
+                raise
             except Exception:
                 log.exception("the model failed on a batch of %d images", size)
                 if self._observer is not None:
                     self._observer.batch_failed(model, size)
-                for chunk in batch:
-                    if not chunk.future.done():
-                        chunk.future.set_exception(
-                            ModelExecutionFailed("model execution failed; the server log has the details")
-                        )
+                _fail(batch, ModelExecutionFailed, "model execution failed; the server log has the details")
                 continue
             computed = time.monotonic()
             offset = 0
@@ -238,3 +240,11 @@ class Batcher:
                 offset += rows
             if self._observer is not None:
                 self._observer.batch_done(model, size, [started - c.enqueued for c in batch], computed - started)
+
+
+def _fail(chunks: Sequence[_Chunk], error: type[ServeError], message: str) -> None:
+    """Each chunk's caller that still waits gets its own `error(message)`."""
+    for chunk in chunks:
+        if not chunk.future.done():
+            chunk.future.set_exception(error(message))
+

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from digitserve.serve.batcher import Batcher, deadline_passed
+from digitserve.serve.batcher import DEADLINE_SLACK, Batcher, deadline_passed
 from digitserve.serve.errors import Draining, NotReady, TooManyImages, status_of
 from digitserve.serve.metrics import Metrics
 
@@ -90,7 +90,7 @@ class DataPlane:
             probabilities = await self.batcher.submit(pixels, model, deadline)
         except asyncio.CancelledError:
             # gRPC cancels the handler when the deadline passes: count that as the deadline.
-            reason = "DEADLINE_EXCEEDED" if deadline_passed(deadline) else "CANCELLED"
+            reason = "DEADLINE_EXCEEDED" if deadline_passed(deadline, slack=DEADLINE_SLACK) else "CANCELLED"
             self.metrics.call_failed(model, reason)
             raise
         except Exception as exc:

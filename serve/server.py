@@ -9,8 +9,8 @@ Life of a server (`DigitServer.run`):
    new version beside the old one and swaps it in; a bad version is logged, the old one stays;
 4. SIGTERM/SIGINT: health NOT_SERVING, new calls UNAVAILABLE, calls in flight get
    `grace_seconds` to finish, then the process exits 0. The handlers stay installed until the
-   drain is over: a repeated SIGTERM/SIGINT is logged and ignored, so no answer in flight is lost
-   (the grace period bounds the wait; SIGKILL is the way to stop at once).
+   process exits: a repeated SIGTERM/SIGINT (or a SIGHUP) is logged and ignored, so no answer in
+   flight is lost (the grace period bounds the wait; SIGKILL is the way to stop at once).
 A SIGHUP during the first load is deferred until that load is done (a reload racing with it could
 be overwritten by the older version); one before the server listens is ignored (serve/cli.py), since
 the first load looks for the newest version anyway.
@@ -276,9 +276,7 @@ class DigitServer:
                 loading.result()  # a failed load ends the process (exit 1) after the drain below
                 await stop
         finally:
-            try:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self.stop()
-            finally:  # only now: a signal during the drain must not kill the process
-                for handled in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                    loop.remove_signal_handler(handled)
+            # The handlers stay until asyncio.run closes the loop: a signal during the drain, or
+            # while asyncio.run waits for a load thread to finish, is logged and ignored.
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.stop()

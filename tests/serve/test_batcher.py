@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Coroutine
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from digitserve.serve.batcher import Batcher, ModelExecutionFailed
+from digitserve.serve.batcher import DEADLINE_SLACK, Batcher, ModelExecutionFailed, deadline_passed
 from digitserve.serve.errors import DeadlineExceeded, Draining, QueueFull
 
 T = TypeVar("T")
@@ -218,19 +219,60 @@ def test_queue_delay_waits_to_fill_a_batch() -> None:
     run(scenario())
 
 
-def test_zero_delay_does_not_wait() -> None:
-    """A lone request in a batch of 4 is answered without anyone else arriving (with a delay
-    configured it would wait for more; run()'s timeout would fail the test)."""
+@pytest.mark.parametrize(("delay_us", "waits"), [(0, False), (60_000_000, True)])
+def test_zero_delay_does_not_wait(delay_us: int, waits: bool) -> None:
+    """A lone request in a batch of 4 reaches the model at once with no delay; with a delay it
+    waits for company (here a minute: far beyond the 5 s this test allows)."""
 
     async def scenario() -> None:
         model = FakeModel()
-        batcher, _ = make(max_batch_size=4)
-        await batcher.submit(images([0]), model)
-        await batcher.submit(images([1]), model)
+        model.release.clear()  # hold the model: we only look at whether the request got there
+        batcher, _ = make(max_batch_size=4, max_queue_delay_us=delay_us)
+        call = asyncio.create_task(batcher.submit(images([0]), model))
+
+        async def reached_the_model() -> None:
+            while not model.running:
+                await asyncio.sleep(0.01)
+
+        try:
+            await asyncio.wait_for(reached_the_model(), 5)
+        except TimeoutError:
+            assert waits, "a lone call waited although the delay is 0"
+        else:
+            assert not waits, "a lone call ran without waiting out its delay"
+        model.release.set()
         await batcher.close()
-        assert [len(b) for b in model.batches] == [1, 1]
+        with contextlib.suppress(Draining):
+            await call
 
     run(scenario())
+
+
+def test_closing_fails_callers_whose_batch_is_forming_or_running() -> None:
+    async def scenario() -> None:
+        forming_model, running_model = FakeModel(), FakeModel()
+        running_model.release.clear()
+        waiting, _ = make(max_batch_size=4, max_queue_delay_us=60_000_000)
+        forming = asyncio.create_task(waiting.submit(images([0]), forming_model))
+        busy, _ = make(max_batch_size=4)
+        running = asyncio.create_task(busy.submit(images([1]), running_model))
+        while not running_model.running:
+            await asyncio.sleep(0.01)
+        await waiting.close()  # the batch waits for company: taken from the queue, not yet run
+        threading.Timer(0.2, running_model.release.set).start()  # close waits for the model thread
+        await busy.close()
+        for call in (forming, running):
+            with pytest.raises(Draining):
+                await call
+        assert forming_model.batches == []
+
+    run(scenario())
+
+
+def test_the_clock_slack_labels_drops_but_never_expires_a_request_early() -> None:
+    assert not deadline_passed(10.0, now=9.996)
+    assert deadline_passed(10.0, now=9.996, slack=DEADLINE_SLACK)
+    assert deadline_passed(10.0, now=10.0) and not deadline_passed(None, now=1e9)
 
 
 def test_idle_instances_do_not_split_a_filling_batch() -> None:

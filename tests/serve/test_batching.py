@@ -154,23 +154,23 @@ def test_with_a_queue_delay_calls_gone_while_the_batch_waits_are_not_computed(
     mnist_test_images: Images,
     reference: Callable[..., np.ndarray],
 ) -> None:
-    server = make_server(server_settings(model_repo, max_batch_size=8, max_queue_delay_us=1_000_000))
+    server = make_server(server_settings(model_repo, max_batch_size=8, max_queue_delay_us=3_000_000))
     with grpc.insecure_channel(server.target) as channel:
         stubs = Stubs(channel)
-        expiring = stubs.digits.Classify.future(images_request(2), timeout=0.3)
+        expiring = stubs.digits.Classify.future(images_request(2), timeout=1.0)
         cancelled = stubs.digits.Classify.future(images_request(1), timeout=60)
-        server.wait_running(2)  # both taken into a batch that waits up to 1 s for more images
+        server.wait_running(2)  # both taken into a batch that waits up to 3 s for more images
         assert cancelled.cancel()
         with pytest.raises(grpc.RpcError) as error:
             expiring.result()
         assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert wait_for_metric(server, DROPPED, 3) == 3
         started = time.monotonic()
-        after = stubs.digits.Classify(one_image(mnist_test_images, 7), timeout=10)  # waits its own 1 s
+        after = stubs.digits.Classify(one_image(mnist_test_images, 7), timeout=20)  # waits its own 3 s
         waited = time.monotonic() - started
     expected = reference(mnist_test_images.pixels[7:8])[0]
     np.testing.assert_allclose(after.predictions[0].probabilities, expected, atol=1e-6)
-    assert 0.9 < waited < 5, waited  # the delay applies: a lone call waits for company
+    assert 2.9 < waited, waited  # the delay applies: a lone call waits for company
     assert server.metric(COMPUTED) == 1  # only the last call's image reached the model
     assert server.metric(DROPPED, reason="expired") == 2
     assert server.metric(DROPPED, reason="cancelled") == 1

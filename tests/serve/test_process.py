@@ -112,6 +112,25 @@ def test_sighup_during_the_first_load_reloads_after_it(
     assert process.process.wait(30) == 0, process.log()
 
 
+def test_signals_while_an_abandoned_load_finishes_are_ignored(
+    serve_process: Callable[..., ServeProcess], tmp_path: Path
+) -> None:
+    """SIGTERM during a long first load stops the server at once; the process then waits for the
+    load's thread, and signals in that time must not turn a clean exit into 129 or 143."""
+    repo = tmp_path / "repo"
+    write_version(repo, 1, random_weights(1), slow_size=2 * SLOW_SIZE)
+    process = serve_process("--repo", str(repo), *COMMON, "--instances", "4", "--poll-seconds", "0")
+    process.wait_for_log(r"listening on 127\.0\.0\.1:\d+")
+    process.process.send_signal(signal.SIGTERM)
+    process.wait_for_log("stop requested while loading")
+    process.wait_for_log(r"INFO digitserve\.serve\.server: stopped")
+    assert process.process.poll() is None, "the load was over: nothing was tested"
+    for repeated in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        process.process.send_signal(repeated)
+    assert process.process.wait(60) == 0, process.log()
+    assert "signal ignored" in process.log()
+
+
 def test_sighup_reloads_and_the_effective_configuration_is_logged(
     serve_process: Callable[..., ServeProcess], own_repo: Path
 ) -> None:
