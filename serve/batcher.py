@@ -247,4 +247,3 @@ def _fail(chunks: Sequence[_Chunk], error: type[ServeError], message: str) -> No
     for chunk in chunks:
         if not chunk.future.done():
             chunk.future.set_exception(error(message))
-

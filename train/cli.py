@@ -6,9 +6,7 @@ import argparse
 import os
 
 from digitserve.cli import add_repo_options, non_negative_int, positive_float, positive_int
-
-MODELS = ("softmax", "mlp", "cnn")  # mirrors train.models.MODELS without importing Keras
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+from digitserve.train.recipes import MODELS, OPTIMIZERS, defaults_text
 
 
 def fraction(text: str) -> float:
@@ -23,23 +21,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "Train a digit classifier on MNIST and publish it as the next version "
         "<repo>/<name>/<version>/ with model.keras and train/ reports. Options left out take "
         "the model's defaults: softmax is the tutorial (SGD 0.05, batch 32, 20 epochs); "
-        "cnn (Adam, cosine schedule, augmentation, 15 epochs) targets >= 99.5%."
+        "cnn (Adam, cosine schedule, augmentation, 15 epochs) targets >= 99.5%. Defaults that "
+        f"differ per model are listed {' / '.join(MODELS)}."
     )
     parser.add_argument("--model", choices=MODELS, default="cnn", help="architecture (default: %(default)s)")
-    # Defaults per model (softmax / mlp / cnn), as train/trainer.py MODEL_DEFAULTS sets them.
-    parser.add_argument("--epochs", type=positive_int, help="maximum epochs (default: 20 / 20 / 15)")
-    parser.add_argument("--batch-size", type=positive_int, help="images per training step (default: 32 / 128 / 128)")
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer (default: sgd / adam / adam)")
+    # Defaults differ per model: "(default: softmax / mlp / cnn)", from MODEL_DEFAULTS.
+    parser.add_argument("--epochs", type=positive_int, help=f"maximum epochs (default: {defaults_text('epochs')})")
+    parser.add_argument("--batch-size", type=positive_int,
+                        help=f"images per training step (default: {defaults_text('batch_size')})")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, help=f"optimizer (default: {defaults_text('optimizer')})")
     parser.add_argument("--learning-rate", type=positive_float,
-                        help="peak learning rate (default: 0.05 / 0.001 / 0.003)")
+                        help=f"peak learning rate (default: {defaults_text('learning_rate')})")
     parser.add_argument("--validation-split", type=fraction,
                         help="fraction of the training images held out for validation, in [0, 1) "
-                             "(default: 0 / 0.1 / 0.05)")
+                             f"(default: {defaults_text('validation_split')})")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                        help="random rotation/zoom/shift of training images (default: off / off / on)")
+                        help=f"random rotation/zoom/shift of training images (default: {defaults_text('augment')})")
     parser.add_argument("--patience", type=non_negative_int,
                         help="early-stopping patience in epochs on validation loss, 0 = off; needs a "
-                             "validation split (default: 0 / 4 / 0)")
+                             f"validation split (default: {defaults_text('patience')})")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
     parser.add_argument("--subset", type=positive_int, help="train on the first N training images only")
     parser.add_argument(

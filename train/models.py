@@ -8,11 +8,11 @@ import keras
 from keras import layers
 
 from digitserve.contract import IMAGE_SIDE, IMAGE_SIZE, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
+from digitserve.train.recipes import MODELS
 
 # Faster-moving batch-norm statistics than Keras' 0.99: short runs (subsets, tests) still
 # end with usable inference statistics, and full runs lose nothing measurable.
 BN_MOMENTUM = 0.9
-MODELS = ("softmax", "mlp", "cnn")  # the CLI lists these too, without importing Keras
 
 
 def build_model(name: str) -> keras.Model:

@@ -25,10 +25,10 @@ from digitserve.mnist import Mnist, load_mnist
 from digitserve.repository import ModelRepository
 from digitserve.train import report
 from digitserve.train.augment import random_affine
-from digitserve.train.models import MODELS, build_model
+from digitserve.train.models import build_model
+from digitserve.train.recipes import MODEL_DEFAULTS, MODELS, OPTIMIZERS
 
 log = logging.getLogger(__name__)
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 
 
 @dataclass(frozen=True)
@@ -48,21 +48,6 @@ class TrainConfig:
     data: str | None = None
     repo: str = "models"
     name: str = "digits"
-
-
-# softmax is the tutorial's recipe: Dense(10) + softmax, plain SGD, batch 32, 20 epochs, no
-# tricks. The tutorial fixes no learning rate: Keras' default 0.01 lands at 91.98% on every seed,
-# just under the tutorial's 92-93%; 0.05 lands in the middle of it (92.3-92.5%).
-# cnn keeps a validation split for its learning curves but no early stopping: under its
-# cosine schedule the last epochs are the best, while validation loss is noisy early on.
-MODEL_DEFAULTS: dict[str, dict[str, object]] = {
-    "softmax": dict(epochs=20, batch_size=32, optimizer="sgd", learning_rate=0.05,
-                    validation_split=0.0, augment=False, patience=0),
-    "mlp": dict(epochs=20, batch_size=128, optimizer="adam", learning_rate=1e-3,
-                validation_split=0.1, augment=False, patience=4),
-    "cnn": dict(epochs=15, batch_size=128, optimizer="adam", learning_rate=3e-3,
-                validation_split=0.05, augment=True, patience=0),
-}
 
 
 def resolve(config: TrainConfig) -> TrainConfig:

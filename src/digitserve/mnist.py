@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import zipfile
 import zlib
@@ -80,9 +81,10 @@ def read_idx_folder(folder: Path) -> Mnist:
         file = _find_idx(folder, stem)
         if file is None:
             raise DataError(f"MNIST file {stem}[.gz] is missing from {folder}: {FIX}")
-        if file.name != stem and file.name in expected:  # a line for the .gz: the file as stored
-            _verify(file, expected[file.name], _read_bytes(file, decompress=False))
-        raw = _read_bytes(file)
+        stored = _read_bytes(file)
+        raw = _gunzip(file, stored) if file.suffix == ".gz" else stored
+        if file.name != stem:  # a line for the .gz: the file as stored
+            _verify(file, expected.get(file.name), stored)
         _verify(file, expected.get(stem), raw)
         arrays[key] = parse_idx(raw, file)
     _check_pairs(arrays, str(folder))
@@ -91,11 +93,10 @@ def read_idx_folder(folder: Path) -> Mnist:
 
 def read_npz(file: Path) -> Mnist:
     """Read Keras' mnist.npz (x_train, y_train, x_test, y_test), verifying SHA256SUMS beside it."""
-    expected = _read_sha256sums(file.parent / "SHA256SUMS").get(file.name)
-    if expected:
-        _verify(file, expected, _read_bytes(file, decompress=False))
+    stored = _read_bytes(file)
+    _verify(file, _read_sha256sums(file.parent / "SHA256SUMS").get(file.name), stored)
     try:
-        with np.load(file, allow_pickle=False) as npz:
+        with np.load(io.BytesIO(stored), allow_pickle=False) as npz:
             missing = [key for key in SPLITS if key not in npz.files]
             if missing:
                 raise DataError(f"{file} lacks the arrays {', '.join(missing)}: it is not Keras' mnist.npz")
@@ -142,12 +143,16 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _read_bytes(file: Path, decompress: bool = True) -> bytes:
+def _read_bytes(file: Path) -> bytes:
     try:
-        if decompress and file.suffix == ".gz":
-            with gzip.open(file, "rb") as handle:
-                return handle.read()
         return file.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{file} cannot be read ({exc}): download it again") from exc
+
+
+def _gunzip(file: Path, stored: bytes) -> bytes:
+    try:
+        return gzip.decompress(stored)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{file} cannot be read ({exc}): the file is corrupt; download it again") from exc
 
