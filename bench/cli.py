@@ -1,5 +1,6 @@
 """`digitserve bench`: measurements, not tests. `bench train` times the training recipes;
-`bench serve` measures the gRPC server against references taken in the same run."""
+`bench serve` measures the gRPC server against references taken in the same run; `bench drain`
+counts what a SIGTERM under load costs the callers."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ TARGETS = {
         "digitserve.bench.serve_bench",
         "throughput and latency of the gRPC server against in-process ONNX Runtime and a bare gRPC echo",
     ),
+    "drain": ("digitserve.bench.drain_bench", "answered, UNAVAILABLE and CANCELLED calls for a SIGTERM under load"),
 }
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from digitserve.bench.launch import ServeProcess, ServerFailed
+from digitserve.bench.launch import BenchServer, ServerFailed
 from digitserve.bench.loadgen import LoadGenerator, LoadSpec
 from digitserve.errors import DigitserveError
 
@@ -52,14 +52,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def classify_all(target: str, images: np.ndarray) -> np.ndarray:
-    from digitserve.serve.client import Client
+    from digitserve.client import Client
 
     with Client(target, encoding="float32_le", timeout=60) as client:
         return np.concatenate([client.classify(images[i : i + 256]).probabilities for i in range(0, len(images), 256)])
 
 
 def throughput(load: LoadGenerator, target: str, images: np.ndarray, seconds: float) -> dict[str, Any]:
-    from digitserve.serve.client_wire import digits_request
+    from digitserve.client.messages import digits_request
 
     out = {}
     for name, size, concurrency in (("batch64_c8", 64, 8), ("single_c64", 1, 64)):
@@ -74,7 +74,7 @@ def throughput(load: LoadGenerator, target: str, images: np.ndarray, seconds: fl
 
 
 def provider_of(target: str) -> str:
-    from digitserve.serve.client import Client
+    from digitserve.client import Client
 
     with Client(target) as client:
         extensions = client.server_metadata()["extensions"]
@@ -88,8 +88,8 @@ def check(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"repo": str(args.repo), "images": len(images), "tolerance": args.tolerance}
     cuda_flags = ["--device", args.device, "--cuda-device-id", str(args.cuda_device_id), "--metrics-port", "0"]
     with (
-        ServeProcess(args.repo, cuda_flags, folder / "serve-cuda.log", args.name).wait_serving() as cuda,
-        ServeProcess(args.repo, ["--device", "cpu", "--metrics-port", "0"], folder / "serve-cpu.log", args.name)
+        BenchServer(args.repo, cuda_flags, folder / "serve-cuda.log", args.name).wait_serving() as cuda,
+        BenchServer(args.repo, ["--device", "cpu", "--metrics-port", "0"], folder / "serve-cpu.log", args.name)
         .wait_serving() as cpu,
     ):
         result["provider"] = {"cuda_server": provider_of(cuda.target), "cpu_server": provider_of(cpu.target)}

@@ -1,6 +1,6 @@
 """Run `digitserve serve` as a real subprocess on 127.0.0.1 and find out when it serves, and where.
 
-The benchmark, the GPU check and the client tests all start servers the way a user does: the
+`digitserve bench serve` and the GPU check start servers the way a user does: the
 port comes from the server's own log line ("listening on 127.0.0.1:PORT"), readiness from its
 "serving NAME version V" line, and a server that exits first raises ServerFailed carrying the
 error line the server printed (for example `--device cuda` on a machine without CUDA).
@@ -28,16 +28,15 @@ class ServerFailed(DigitserveError):
     """The server process exited, or did not serve in time; the message quotes its error."""
 
 
-def free_port(reuse_port: bool = False) -> int:
-    """A port free on 127.0.0.1 right now (for servers that must share one port)."""
+def reusable_port() -> int:
+    """A port free on 127.0.0.1 right now that several `--reuse-port` servers can share."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        if reuse_port:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-class ServeProcess:
+class BenchServer:
     """One `digitserve serve --host 127.0.0.1` process; a context manager that stops it."""
 
     def __init__(self, repo: str | Path, args: list[str], log_path: Path, name: str = "digits", port: int = 0):
@@ -59,7 +58,7 @@ class ServeProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_serving(self, timeout: float = 120.0) -> ServeProcess:
+    def wait_serving(self, timeout: float = 120.0) -> BenchServer:
         """Wait for the 'serving' line; raise ServerFailed if the process exits or time runs out."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -92,7 +91,7 @@ class ServeProcess:
             self._log.close()
         return self.process.returncode
 
-    def __enter__(self) -> ServeProcess:
+    def __enter__(self) -> BenchServer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -79,7 +79,7 @@ def fresh_repo(args: argparse.Namespace, folder: Path) -> Path:
 
 def requests(args: argparse.Namespace, images: Any, size: int, count: int) -> tuple[list[Any], tuple[bytes, ...]]:
     """`count` batches of `size` MNIST test images, and the requests the Client would send."""
-    from digitserve.serve.client_wire import digits_request, v2_request
+    from digitserve.client.messages import digits_request, v2_request
 
     batches = [images[i * size : (i + 1) * size] for i in range(count)]
     if args.api == "digits":

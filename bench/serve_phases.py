@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from digitserve.bench.launch import ServeProcess, ServerFailed, free_port
+from digitserve.bench.launch import BenchServer, ServerFailed, reusable_port
 from digitserve.bench.loadgen import LoadGenerator, LoadSpec
 from digitserve.bench.serve_bench import METHODS
 
@@ -111,7 +111,7 @@ class Phases:
             self.load.close()
 
     @contextlib.contextmanager
-    def servers(self, extra: list[str]) -> Iterator[list[ServeProcess]]:
+    def servers(self, extra: list[str]) -> Iterator[list[BenchServer]]:
         """`--server-processes` servers on one port (SO_REUSEPORT when more than one)."""
         count = self.args.server_processes
         cores = len(os.sched_getaffinity(0))
@@ -120,13 +120,13 @@ class Phases:
         port = 0
         if count > 1:
             flags.append("--reuse-port")
-            port = free_port(reuse_port=True)
-        started: list[ServeProcess] = []
+            port = reusable_port()
+        started: list[BenchServer] = []
         try:
             for _ in range(count):
                 self._logs += 1
                 log_path = self.folder / f"serve-{self._logs}.log"
-                started.append(ServeProcess(self.repo, flags, log_path, self.args.name, port).wait_serving())
+                started.append(BenchServer(self.repo, flags, log_path, self.args.name, port).wait_serving())
                 port = started[0].port
             yield started
         finally:
@@ -148,7 +148,7 @@ class Phases:
             process.wait(15)
 
     def phase(self, target: str, payloads: tuple[bytes, ...], images: int, concurrency: int,
-              servers: list[ServeProcess] | None = None, pids: list[int] | None = None) -> dict[str, Any]:
+              servers: list[BenchServer] | None = None, pids: list[int] | None = None) -> dict[str, Any]:
         """Load `target` (served by `servers`, or by the processes `pids`) and summarise."""
         assert self.load is not None
         ports = [int(m.group(1)) for s in servers or [] if (m := METRICS_LINE.search(s.log()))]
@@ -188,7 +188,7 @@ class Phases:
 
     def check_predictions(self, target: str, batch: np.ndarray) -> dict[str, Any]:
         """Predictions over gRPC (through the Client) against in-process ONNX Runtime."""
-        from digitserve.serve.client import Client
+        from digitserve.client import Client
         from digitserve.serve.model import load_model
         from digitserve.serve.settings import ServeSettings
 

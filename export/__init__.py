@@ -3,8 +3,10 @@
     export_version(repo_root, name, version, formats=..., data=...) -> ExportResult
 
 Modules: `to_onnx`, `to_tfjs`, `to_tflite` (one per target), `verify` (parity in each target's
-runtime), `manifest` (the manifest writer), `publish` (staging and the atomic swap), `pipeline`
-(the order of it all), `cli` (`digitserve export`). Importing this package loads no TensorFlow.
+runtime), `targets` (the table of targets: each one's file, converter, runtime and bound),
+`publish` (staging and the atomic swap), `pipeline` (the order of it all), `cli` (`digitserve
+export`). The manifest it writes is digitserve.manifest, through digitserve.repository.
+Importing this package loads no TensorFlow.
 """
 
 from digitserve.export.errors import ExportError, ParityError

@@ -45,6 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from digitserve.export.pipeline import export_version
     from digitserve.export.report import Progress, format_table
+    from digitserve.repository import MANIFEST
 
     result = export_version(
         args.repo, args.name, args.version, formats=args.formats, data=args.data,
@@ -52,5 +53,5 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_table(result.manifest))
     print(f"\nexported {result.name} version {result.version} in {result.seconds:.0f} s: "
-          f"{result.path / 'manifest.json'}")
+          f"{result.path / MANIFEST}")
     return 0

@@ -8,23 +8,21 @@ the swap leaves the repository exactly as it was.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from digitserve import interrupt
+from digitserve import __version__, interrupt
 from digitserve.contract import images_to_pixels
-from digitserve.errors import DigitserveError, UsageError
-from digitserve.export import manifest as manifest_io
+from digitserve.errors import DigitserveError, ModelRepositoryError, UsageError
 from digitserve.export import publish, source
 from digitserve.export.errors import ExportError
 from digitserve.export.report import Progress
@@ -34,11 +32,13 @@ from digitserve.export.targets import (
     TARGETS,
     TFJS_QUANTIZATIONS,
     Bounds,
-    is_quantised,
+    Conversion,
+    Target,
     parse_formats,
 )
+from digitserve.manifest import Artifact, Manifest, Parity, sha256_file
 from digitserve.mnist import Mnist, load_mnist
-from digitserve.repository import DEFAULT_NAME, MANIFEST, ModelRepository
+from digitserve.repository import DEFAULT_NAME, MANIFEST, ModelRepository, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class ExportResult:
     name: str
     version: int
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     seconds: float
 
 
@@ -86,8 +86,8 @@ def export_version(
     repository = ModelRepository(repo_root, name)
     version = repository.latest_version() if version is None else version
     version_dir = repository.require(version)
-    keras_path = source.require_keras_file(version_dir)
-    needs_saved_model = any(key != "onnx" for key in keys)
+    keras_path = repository.require_keras_file(version)
+    needs_saved_model = any(TARGETS[key].from_saved_model for key in keys)
     progress = progress or Progress(enabled=False)
     progress.total = 4 + int(needs_saved_model) + 2 * len(keys)
 
@@ -96,41 +96,39 @@ def export_version(
         pixels, labels = images_to_pixels(mnist.x_test), mnist.y_test.astype(np.int64)
     with progress.step(f"load {keras_path} (safe mode)"):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow's first import
-        keras_sha256 = source.sha256_file(keras_path)
+        keras_sha256 = sha256_file(keras_path)
         model = source.load_keras_model(keras_path)
     with progress.step(f"Keras: predict {len(pixels):,} test images"):
         keras_probabilities = source.predict(model, pixels)
     keras_accuracy = float(np.mean(keras_probabilities.argmax(axis=1) == labels))
-    previous = _read_manifest(version_dir / MANIFEST)
+    previous = _previous_manifest(repository, version)
 
-    artifacts: dict[str, dict[str, Any]] = {}
+    artifacts: dict[str, Artifact] = {}
     with publish.staged_copy(version_dir, skip=(*EXPORT_FOLDERS, MANIFEST)) as stage, \
             tempfile.TemporaryDirectory(prefix="digitserve-export-") as scratch:
         saved_model = Path(scratch) / "saved_model"
         if needs_saved_model:
             with progress.step("write the serving SavedModel (for TF.js and TFLite)"):
                 _converting("SavedModel", lambda: _write_saved_model(model, saved_model))
+        job = Conversion(model, saved_model, mnist, tfjs_quantization)
         for key in keys:
             interrupt.check()  # a converter may have swallowed Ctrl-C or SIGTERM
             target = TARGETS[key]
             with progress.step(f"{key}: convert"):
-                convert_started = time.monotonic()
-                facts = _converting(key, lambda key=key: _convert(
-                    key, model, saved_model, stage, mnist, tfjs_quantization))
-                entry = manifest_io.artifact_entry(
-                    target, stage, facts, time.monotonic() - convert_started)
+                artifact = _convert(target, job, stage)
             with progress.step(f"{key}: verify in {target.runtime} on {len(pixels):,} images"):
-                parity = _verify(key, stage / entry["path"], pixels, labels, keras_probabilities,
-                                 is_quantised(key, tfjs_quantization), bounds)
-            entry["parity"] = parity.as_manifest()
-            artifacts[key] = entry
+                parity = _verify(target, stage / artifact.path, pixels, labels, keras_probabilities,
+                                 target.is_quantised(tfjs_quantization), bounds)
+            artifacts[key] = replace(artifact, parity=parity)
         kept = _keep_previous(previous, version_dir, stage, keys, keras_sha256)
         everything = {**kept, **artifacts}
-        manifest = manifest_io.build_manifest(
-            name, version,
+        manifest = Manifest(
+            name=name,
+            version=version,
             model=source.describe_model(version_dir, model, keras_sha256, keras_accuracy),
             artifacts={key: everything[key] for key in FORMATS if key in everything},
-            export_info={
+            export={
+                "digitserve": __version__,
                 "formats": list(keys),
                 "kept_from_previous_export": sorted(kept),
                 "test_images": int(len(pixels)),
@@ -141,30 +139,19 @@ def export_version(
         )
         interrupt.check()
         with progress.step(f"publish {version_dir} (manifest last)"):
-            manifest_io.write_manifest(stage, manifest)
+            write_manifest(stage, manifest)
             publish.publish(stage, version_dir)
-    log.info("exported %s version %d: %s", name, version, ", ".join(manifest["artifacts"]))
+    log.info("exported %s version %d: %s", name, version, ", ".join(manifest.artifacts))
     return ExportResult(name, version, version_dir, manifest, time.monotonic() - started)
 
 
-def _convert(key: str, model: Any, saved_model: Path, stage: Path, mnist: Mnist,
-             tfjs_quantization: str | None) -> dict[str, Any]:
-    target = TARGETS[key]
-    out = stage / target.folder / target.filename
-    if key == "onnx":
-        from digitserve.export import to_onnx
-
-        return to_onnx.convert(model, out)
-    if key == "tfjs":
-        from digitserve.export import to_tfjs
-
-        return to_tfjs.convert(saved_model, out.parent, tfjs_quantization)
-    from digitserve.export import to_tflite
-
-    calibration = None
-    if key == "tflite-int8":
-        calibration = to_tflite.calibration_pixels(images_to_pixels(mnist.x_train))
-    return to_tflite.convert(saved_model, out, calibration)
+def _convert(target: Target, job: Conversion, stage: Path) -> Artifact:
+    """Write one artifact into the stage and describe it (sizes, checksums, its converter's facts)."""
+    started = time.monotonic()
+    facts = _converting(target.key, lambda: target.convert(job, stage / target.path))
+    files = facts.pop("files", None)
+    return Artifact.from_files(stage, target.path, target.format, facts,
+                               time.monotonic() - started, files)
 
 
 def _write_saved_model(model: Any, folder: Path) -> Path:
@@ -173,20 +160,20 @@ def _write_saved_model(model: Any, folder: Path) -> Path:
     return write_saved_model(model, folder)
 
 
-def _verify(key: str, path: Path, pixels: np.ndarray, labels: np.ndarray, keras: np.ndarray,
-            quantised: bool, bounds: Bounds) -> Any:
+def _verify(target: Target, path: Path, pixels: np.ndarray, labels: np.ndarray, keras: np.ndarray,
+            quantised: bool, bounds: Bounds) -> Parity:
     from digitserve.export import verify
 
     try:
-        return verify.verify(key, path, pixels, labels, keras, quantised, bounds)
+        return verify.verify(target, path, pixels, labels, keras, quantised, bounds)
     except DigitserveError:
         raise
     except Exception as exc:
-        raise ExportError(f"{key}: running the artifact failed ({type(exc).__name__}: {exc}); "
+        raise ExportError(f"{target.key}: running the artifact failed ({type(exc).__name__}: {exc}); "
                           "nothing was published") from exc
 
 
-def _converting(what: str, action: Any) -> Any:
+def _converting(what: str, action: Callable[[], Any]) -> Any:
     """Run a converter; its own exceptions become an ExportError naming the artifact."""
     try:
         return action()
@@ -198,34 +185,36 @@ def _converting(what: str, action: Any) -> Any:
                           "nothing was published") from exc
 
 
-def _keep_previous(previous: dict[str, Any] | None, version_dir: Path, stage: Path,
-                   keys: tuple[str, ...], keras_sha256: str) -> dict[str, dict[str, Any]]:
+def _keep_previous(previous: Manifest | None, version_dir: Path, stage: Path,
+                   keys: tuple[str, ...], keras_sha256: str) -> dict[str, Artifact]:
     """Artifacts of formats not asked for this time, from a previous export of this very
     model.keras whose files still match their checksums: linked into the stage, entries kept."""
-    if not previous or (previous.get("model") or {}).get("keras_sha256") != keras_sha256:
+    if previous is None or previous.model.keras_sha256 != keras_sha256:
         return {}
     kept = {}
-    for key, entry in (previous.get("artifacts") or {}).items():
+    for key, artifact in previous.artifacts.items():
         if key in keys or key not in TARGETS:
             continue
-        if not manifest_io.files_match(version_dir, entry):
+        if not artifact.files_match(version_dir):
             log.warning("dropping the previous %s artifact: its files do not match its manifest",
                         key)
             continue
-        folder = Path(entry["path"]).parent
-        (stage / folder).mkdir(parents=True, exist_ok=True)
-        for name in entry.get("files") or [Path(entry["path"]).name]:
-            publish.link_into(version_dir / folder / name, stage / folder / name)
-        kept[key] = entry
+        (stage / artifact.folder).mkdir(parents=True, exist_ok=True)
+        for name in artifact.files:
+            publish.link_into(version_dir / artifact.folder / name, stage / artifact.folder / name)
+        kept[key] = artifact
     return kept
 
 
-def _read_manifest(path: Path) -> dict[str, Any] | None:
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
+def _previous_manifest(repository: ModelRepository, version: int) -> Manifest | None:
+    """The version's manifest from an earlier export, if it has a readable one."""
+    if not repository.manifest_file(version).is_file():
         return None
-    return manifest if isinstance(manifest, dict) else None
+    try:
+        return repository.read_manifest(version)
+    except ModelRepositoryError as exc:
+        log.warning("not keeping any previous artifact: %s", exc)
+        return None
 
 
 def _library_versions(with_tfjs: bool) -> dict[str, str]:

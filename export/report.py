@@ -8,10 +8,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import TextIO
 
 from digitserve.errors import DigitserveError
 from digitserve.export.errors import ExportError
+from digitserve.manifest import Manifest
+from digitserve.repository import KERAS_FILE
 
 
 class Progress:
@@ -93,26 +95,25 @@ def format_size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
-def format_table(manifest: dict[str, Any], markdown: bool = False) -> str:
-    """The artifacts of a manifest as an aligned text table, or a Markdown one for the README."""
+def format_table(manifest: Manifest, markdown: bool = False) -> str:
+    """The artifacts of a manifest as an aligned text table, or a Markdown one for docs/benchmarks.md."""
     header = ["format", "file", "size", "accuracy", "top-1 agreement", "max |Δp|", "convert",
               "verify"]
-    parities = [entry["parity"] for entry in manifest["artifacts"].values() if entry.get("parity")]
-    keras_accuracy = (parities[0]["keras_accuracy"] if parities
-                      else manifest["model"]["test_accuracy"])
-    rows = [["keras", "model.keras", "", f"{keras_accuracy:.4f}", "(reference)", "", "", ""]]
-    for key, entry in manifest["artifacts"].items():
-        parity = entry.get("parity") or {}
-        quantised = entry.get("weight_quantization")
+    parities = [artifact.parity for artifact in manifest.artifacts.values() if artifact.parity]
+    keras_accuracy = parities[0].keras_accuracy if parities else manifest.model.test_accuracy
+    rows = [["keras", KERAS_FILE, "", _figure(keras_accuracy, ".4f"), "(reference)", "", "", ""]]
+    for key, artifact in manifest.artifacts.items():
+        parity = artifact.parity
+        quantised = artifact.facts.get("weight_quantization")
         rows.append([
             f"{key} ({quantised})" if quantised else key,
-            entry["path"],
-            format_size(entry["bytes"]),
-            f"{parity.get('accuracy', float('nan')):.4f}",
-            f"{100 * parity.get('top1_agreement', float('nan')):.2f}%",
-            f"{parity.get('max_abs_diff', float('nan')):.1e}",
-            f"{entry.get('conversion_seconds', 0):.1f} s",
-            f"{parity.get('seconds', 0):.1f} s",
+            artifact.path,
+            format_size(artifact.bytes) if artifact.bytes is not None else "",
+            _figure(parity and parity.accuracy, ".4f"),
+            _figure(parity and 100 * parity.top1_agreement, ".2f") + "%",
+            _figure(parity and parity.max_abs_diff, ".1e"),
+            f"{artifact.conversion_seconds or 0:.1f} s",
+            f"{parity.seconds if parity else 0:.1f} s",
         ])
     if markdown:
         header = [cell.replace("|", "\\|") for cell in header]
@@ -127,3 +128,7 @@ def format_table(manifest: dict[str, Any], markdown: bool = False) -> str:
     else:
         rule = "  ".join("-" * width for width in widths)
     return "\n".join([line(header), rule, *map(line, rows)])
+
+
+def _figure(value: float | None, spec: str) -> str:
+    return format(float("nan") if value is None else value, spec)

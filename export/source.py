@@ -1,4 +1,4 @@
-"""The Keras model an export starts from: found, loaded safely, run once on the test set, described.
+"""The Keras model an export starts from: loaded safely, run once on the test set, described.
 
 `model.keras` is loaded with `safe_mode=True` (no pickled Python, no lambda layers) and without
 its optimizer. Its probabilities on the test images are the reference every artifact is held to.
@@ -6,7 +6,6 @@ its optimizer. Its probabilities on the test images are the reference every arti
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -15,35 +14,16 @@ from typing import Any
 import numpy as np
 
 from digitserve.errors import ModelRepositoryError
+from digitserve.manifest import ModelSummary
+from digitserve.repository import METRICS_FILE
 
 log = logging.getLogger(__name__)
 
-KERAS_FILE = "model.keras"
-METRICS_FILE = Path("train") / "metrics.json"
 # Every training setting, so the manifest alone says how to reproduce the model.
 TRAINING_KEYS = ("epochs", "epochs_run", "batch_size", "optimizer", "learning_rate", "seed",
                  "validation_split", "augment", "patience", "subset", "train_images",
                  "validation_images", "wall_seconds", "data_sha256")
 PREDICT_BATCH = 1000  # bounds memory for the CNN (its first activations are ~87 KB per image)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def require_keras_file(version_dir: Path) -> Path:
-    """The version's model.keras, or a ModelRepositoryError saying it is missing."""
-    path = version_dir / KERAS_FILE
-    if not path.is_file():
-        raise ModelRepositoryError(
-            f"{path} is missing: version {version_dir.name} has no trained model; "
-            "run `digitserve train` (or pick another --version)"
-        )
-    return path
 
 
 def load_keras_model(path: Path) -> Any:
@@ -85,19 +65,19 @@ def predict(model: Any, pixels: np.ndarray) -> np.ndarray:
 
 def describe_model(
     version_dir: Path, model: Any, keras_sha256: str, keras_accuracy: float
-) -> dict[str, Any]:
+) -> ModelSummary:
     """The manifest's "model" section: from train/metrics.json where train wrote it, else from
     the model itself (architecture = model name, parameters counted, accuracy measured here)."""
     metrics = _read_metrics(version_dir / METRICS_FILE)
     training = {key: metrics[key] for key in TRAINING_KEYS if key in metrics} if metrics else None
     accuracy = metrics.get("test_accuracy") if metrics else None
-    return {
-        "architecture": str((metrics or {}).get("model") or model.name),
-        "parameters": int((metrics or {}).get("parameters") or model.count_params()),
-        "keras_sha256": keras_sha256,
-        "test_accuracy": round(float(accuracy if accuracy is not None else keras_accuracy), 6),
-        "training": training,
-    }
+    return ModelSummary(
+        architecture=str((metrics or {}).get("model") or model.name),
+        parameters=int((metrics or {}).get("parameters") or model.count_params()),
+        keras_sha256=keras_sha256,
+        test_accuracy=round(float(accuracy if accuracy is not None else keras_accuracy), 6),
+        training=training,
+    )
 
 
 def _read_metrics(path: Path) -> dict[str, Any] | None:

@@ -1,32 +1,118 @@
-"""What `digitserve export` can produce: four targets, where each lands, the bounds each must meet.
+"""What `digitserve export` can produce: one table entry per target, carrying where it lands, how
+it is converted, where its parity is proven and which bound holds it. A new format is one entry.
 
-Light on purpose (no TensorFlow): the CLI validates `--formats` with it before any heavy import.
+Light on purpose (no TensorFlow): the CLI validates `--formats` with it before any heavy import;
+each entry's converter and runtime load their libraries only when called.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from digitserve.contract import images_to_pixels
 from digitserve.errors import UsageError
+from digitserve.mnist import Mnist
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """What a converter may start from."""
+
+    model: Any  # the Keras model
+    saved_model: Path  # its serving SavedModel, written once when a target needs it
+    mnist: Mnist  # for int8 calibration
+    tfjs_quantization: str | None
+
+
+Converter = Callable[[Conversion, Path], dict[str, Any]]
+"""Writes the artifact at the given path; returns its facts for the manifest (`files` included
+where it writes more than one)."""
+Runner = Callable[[Path, np.ndarray], tuple[np.ndarray, str]]
+"""Runs the artifact on float32 pixels [N, 784]: probabilities [N, 10] and the runtime's name."""
 
 
 @dataclass(frozen=True)
 class Target:
-    """One export target: its manifest key and the file its users open."""
+    """One export target: its manifest key, its file, its converter and its runtime."""
 
-    key: str  # the name in --formats and in manifest["artifacts"]
+    key: str  # the name in --formats and in the manifest's artifacts
     folder: str  # folder inside the version, shared by the two TFLite files
-    filename: str  # the file `path` points at (model.json for TF.js, plus its weight shards)
-    format: str  # manifest "format"
+    filename: str  # the file the artifact's `path` points at (model.json for TF.js)
+    format: str  # the artifact's manifest "format"
     runtime: str  # where parity is proven: the runtime the artifact's users run
+    convert: Converter
+    run: Runner
+    from_saved_model: bool = True  # converted from the SavedModel rather than the Keras model
+    quantised: bool = False  # held to the accuracy-drop bound, not the float one
+    follows_tfjs_quantization: bool = False  # quantised when --tfjs-quantization is not none
+
+    @property
+    def path(self) -> str:
+        return f"{self.folder}/{self.filename}"
+
+    def is_quantised(self, tfjs_quantization: str | None) -> bool:
+        """Whether this export of it is held to the accuracy-drop bound."""
+        return self.quantised or (self.follows_tfjs_quantization
+                                  and tfjs_quantization not in (None, "none"))
 
 
-TARGETS = {
-    "onnx": Target("onnx", "onnx", "model.onnx", "onnx", "ONNX Runtime"),
-    "tfjs": Target("tfjs", "tfjs", "model.json", "tfjs-graph-model", "TensorFlow.js (Node.js)"),
-    "tflite": Target("tflite", "tflite", "model.tflite", "tflite", "LiteRT"),
-    "tflite-int8": Target("tflite-int8", "tflite", "model_int8.tflite", "tflite", "LiteRT"),
-}
+def _to_onnx(job: Conversion, out: Path) -> dict[str, Any]:
+    from digitserve.export import to_onnx
+
+    return to_onnx.convert(job.model, out)
+
+
+def _to_tfjs(job: Conversion, out: Path) -> dict[str, Any]:
+    from digitserve.export import to_tfjs
+
+    return to_tfjs.convert(job.saved_model, out.parent, job.tfjs_quantization)
+
+
+def _to_tflite(job: Conversion, out: Path) -> dict[str, Any]:
+    from digitserve.export import to_tflite
+
+    return to_tflite.convert(job.saved_model, out)
+
+
+def _to_tflite_int8(job: Conversion, out: Path) -> dict[str, Any]:
+    from digitserve.export import to_tflite
+
+    calibration = to_tflite.calibration_pixels(images_to_pixels(job.mnist.x_train))
+    return to_tflite.convert(job.saved_model, out, calibration)
+
+
+def _in_onnxruntime(path: Path, pixels: np.ndarray) -> tuple[np.ndarray, str]:
+    from digitserve.export import verify
+
+    return verify.run_onnx(path, pixels)
+
+
+def _in_tfjs(path: Path, pixels: np.ndarray) -> tuple[np.ndarray, str]:
+    from digitserve.export import verify
+
+    return verify.run_tfjs(path, pixels)
+
+
+def _in_litert(path: Path, pixels: np.ndarray) -> tuple[np.ndarray, str]:
+    from digitserve.export import verify
+
+    return verify.run_tflite(path, pixels)
+
+
+TARGETS = {target.key: target for target in (
+    Target("onnx", "onnx", "model.onnx", "onnx", "ONNX Runtime", _to_onnx, _in_onnxruntime,
+           from_saved_model=False),
+    Target("tfjs", "tfjs", "model.json", "tfjs-graph-model", "TensorFlow.js (Node.js)", _to_tfjs,
+           _in_tfjs, follows_tfjs_quantization=True),
+    Target("tflite", "tflite", "model.tflite", "tflite", "LiteRT", _to_tflite, _in_litert),
+    Target("tflite-int8", "tflite", "model_int8.tflite", "tflite", "LiteRT", _to_tflite_int8,
+           _in_litert, quantised=True),
+)}
 FORMATS = tuple(TARGETS)
 TFJS_QUANTIZATIONS = ("none", "float16", "uint8")
 # Folders export owns inside a version: rebuilt on every export, never copied from a previous one.
@@ -45,6 +131,12 @@ class Bounds:
     max_abs_diff: float = 1e-4
     max_accuracy_drop: float = 0.005
 
+    def recorded(self, quantised: bool) -> dict[str, float]:
+        """The bound an artifact is held to, as its parity records it."""
+        if quantised:
+            return {"max_accuracy_drop": self.max_accuracy_drop}
+        return {"max_abs_diff": self.max_abs_diff, "top1_agreement": 1.0}
+
 
 def parse_formats(text: str) -> tuple[str, ...]:
     """`onnx,tfjs` -> ("onnx", "tfjs") in the canonical order; an unknown name is a UsageError."""
@@ -58,8 +150,3 @@ def parse_formats(text: str) -> tuple[str, ...]:
             f"choose from {', '.join(FORMATS)}"
         )
     return tuple(key for key in FORMATS if key in names)
-
-
-def is_quantised(key: str, tfjs_quantization: str | None) -> bool:
-    """Whether a target is held to the accuracy-drop bound rather than the float bound."""
-    return key == "tflite-int8" or (key == "tfjs" and tfjs_quantization not in (None, "none"))

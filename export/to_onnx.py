@@ -1,6 +1,6 @@
 """Keras -> ONNX for the gRPC server: `pixels` float32 [batch, 784] -> `probabilities` [batch, 10].
 
-tf2onnx converts the serving tf.function (its from_keras road fails on Keras 3, TOOLCHAIN.md).
+tf2onnx converts the serving tf.function (its from_keras road fails on Keras 3, docs/toolchain.md).
 Its graph optimisers are the only rewriting: constant folding, removal of identities and of the
 NHWC/NCHW transposes around convolutions, and batch norm folded into the convolution weights (a
 change of rounding only; the CNN stays within 1e-6 of Keras, and parity measures it every time).

@@ -1,7 +1,7 @@
 """SavedModel -> TensorFlow.js graph model for web pages: `tfjs/model.json` plus weight shards.
 
 Keras 3 models saved as TF.js *layers* models do not load in @tensorflow/tfjs 4.22, so the road is
-SavedModel -> `convert_tf_saved_model` -> *graph* model (TOOLCHAIN.md). The converter keeps the
+SavedModel -> `convert_tf_saved_model` -> *graph* model (docs/toolchain.md). The converter keeps the
 input node's name (`pixels`) but calls the output node `Identity`; the signature keys are the
 contract's names. We rename that one node to `probabilities` so that `model.outputs[0].name`,
 `model.execute(x, "probabilities")` and the signature all say the same thing.

@@ -9,55 +9,25 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from digitserve.contract import IMAGE_SIZE, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
 from digitserve.export import tfjs_node
 from digitserve.export.errors import ExportError, ParityError
-from digitserve.export.targets import Bounds
+from digitserve.export.targets import Bounds, Target
+from digitserve.manifest import Parity
 
 BATCH = 1000
 
 
-@dataclass
-class Parity:
-    """How one artifact compares with the Keras model on the test set (stored in the manifest)."""
-
-    runtime: str
-    images: int
-    accuracy: float
-    keras_accuracy: float
-    top1_agreement: float
-    label_disagreements: int
-    max_abs_diff: float
-    mean_abs_diff: float
-    worst_image: int
-    disagreeing_images: list[int] = field(default_factory=list)  # the first ten
-    bound: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def as_manifest(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def run_artifact(key: str, path: Path, pixels: np.ndarray) -> tuple[np.ndarray, str]:
-    """Probabilities [N, 10] from the artifact at `path`, and a description of the runtime."""
-    if key == "onnx":
-        return run_onnx(path, pixels)
-    if key in ("tflite", "tflite-int8"):
-        return run_tflite(path, pixels)
-    if key == "tfjs":
-        probabilities, report = tfjs_node.predict(path, pixels, batch=BATCH)
-        _expect_names("TF.js", [i["name"] for i in report["inputs"]],
-                      [o["name"] for o in report["outputs"]])
-        runtime = f"@tensorflow/tfjs {report['tfjs']} ({report['backend']} backend, Node.js)"
-        return probabilities, runtime
-    raise ValueError(f"no runtime for {key!r}")
+def run_tfjs(path: Path, pixels: np.ndarray) -> tuple[np.ndarray, str]:
+    probabilities, report = tfjs_node.predict(path, pixels, batch=BATCH)
+    _expect_names("TF.js", [i["name"] for i in report["inputs"]], [o["name"] for o in report["outputs"]])
+    return probabilities, f"@tensorflow/tfjs {report['tfjs']} ({report['backend']} backend, Node.js)"
 
 
 def run_onnx(path: Path, pixels: np.ndarray) -> tuple[np.ndarray, str]:
@@ -126,7 +96,7 @@ def compare(
         max_abs_diff=float(per_image.max()),
         mean_abs_diff=float(np.where(np.isfinite(diff), diff, 1.0).mean()),
         worst_image=int(per_image.argmax()),
-        disagreeing_images=[int(i) for i in disagree[:10]],
+        disagreeing_images=tuple(int(i) for i in disagree[:10]),
     )
 
 
@@ -136,14 +106,12 @@ def check(
 ) -> None:
     """Raise ParityError naming the artifact and its worst image when `parity` is out of bounds."""
     if quantised:
-        parity.bound = {"max_accuracy_drop": bounds.max_accuracy_drop}
         drop = parity.keras_accuracy - parity.accuracy
         if drop <= bounds.max_accuracy_drop + 1e-9 and math.isfinite(parity.max_abs_diff):
             return
         problem = (f"accuracy {parity.accuracy:.4f} is {100 * drop:.2f} points below Keras' "
                    f"{parity.keras_accuracy:.4f} (allowed: {100 * bounds.max_accuracy_drop:.2f})")
     else:
-        parity.bound = {"max_abs_diff": bounds.max_abs_diff, "top1_agreement": 1.0}
         if parity.label_disagreements == 0 and parity.max_abs_diff <= bounds.max_abs_diff:
             return
         problems = []
@@ -164,15 +132,15 @@ def check(
 
 
 def verify(
-    key: str, path: Path, pixels: np.ndarray, labels: np.ndarray, keras: np.ndarray,
+    target: Target, path: Path, pixels: np.ndarray, labels: np.ndarray, keras: np.ndarray,
     quantised: bool, bounds: Bounds,
 ) -> Parity:
     """Run, compare and check one artifact; return its parity figures or raise ParityError."""
     started = time.monotonic()
-    probabilities, runtime = run_artifact(key, path, pixels)
-    parity = compare(runtime, probabilities, keras, labels)
-    parity.seconds = round(time.monotonic() - started, 2)
-    check(key, parity, probabilities, keras, labels, quantised, bounds)
+    probabilities, runtime = target.run(path, pixels)
+    parity = replace(compare(runtime, probabilities, keras, labels), bound=bounds.recorded(quantised),
+                     seconds=round(time.monotonic() - started, 2))
+    check(target.key, parity, probabilities, keras, labels, quantised, bounds)
     return parity
 
 

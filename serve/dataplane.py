@@ -5,6 +5,11 @@ A servicer hands `infer` a function that decodes and validates its request into 
 per-request image limit, queues the pixels on the batcher and records the outcome in the
 metrics. Swapping the model (hot reload) is one attribute assignment on the event loop, so every
 call sees either the old model or the new one, and keeps the one it pinned.
+
+The states follow the drain (serve/server.py): LOADING and SERVING as their names say; DRAINING
+reports not-ready but still computes every call, so nothing sent before the drain is refused;
+CLOSED refuses new calls with UNAVAILABLE. The plane counts calls in flight and the time of the
+last arrival or answer, which is how the drain knows the transport's backlog has been answered.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ class State(enum.Enum):
     LOADING = "loading"
     SERVING = "serving"
     DRAINING = "draining"
+    CLOSED = "closed"
 
 
 class DataPlane:
@@ -42,7 +48,10 @@ class DataPlane:
         """The model in service (an OnnxModel), None until the first one is loaded."""
         self.state = State.LOADING
         self.draining = asyncio.Event()
-        """Set when shutdown begins; streams watch it to end early."""
+        """Set when the drain proper begins (after the lame-duck delay); streams watch it to end."""
+        self.calls_in_flight = 0
+        self.last_arrival = self.last_activity = time.monotonic()
+        """time.monotonic() of the newest inference call's arrival, and of its arrival or end."""
 
     @property
     def ready(self) -> bool:
@@ -57,14 +66,33 @@ class DataPlane:
         self.metrics.ready.set(1 if self.ready else 0)
         return previous
 
-    def begin_drain(self) -> None:
-        self.state = State.DRAINING
-        self.draining.set()
+    def report_not_ready(self) -> None:
+        """Shutdown began: readiness says no (ServerReady, ModelReady, the metric); calls still run."""
+        if self.state is not State.CLOSED:
+            self.state = State.DRAINING
         self.metrics.ready.set(0)
+
+    def end_streams(self) -> None:
+        """Streams answer what they have read, then end UNAVAILABLE."""
+        self.report_not_ready()
+        self.draining.set()
+
+    def close(self) -> None:
+        """Refuse new calls with UNAVAILABLE (the calls in flight go on)."""
+        self.end_streams()
+        self.state = State.CLOSED
+
+    def since_arrival(self) -> float:
+        """Seconds since an inference call last arrived."""
+        return time.monotonic() - self.last_arrival
+
+    def idle_for(self) -> float:
+        """Seconds since a call last arrived or ended, 0 while any call is in flight."""
+        return 0.0 if self.calls_in_flight else time.monotonic() - self.last_activity
 
     def require_model(self) -> Any:
         """The model in service, or the UNAVAILABLE error that says why there is none."""
-        if self.state is State.DRAINING:
+        if self.state is State.CLOSED:
             raise Draining("the server is shutting down; retry on another replica")
         if self.model is None:
             raise NotReady("the model is still loading; retry shortly (watch grpc.health.v1)")
@@ -76,8 +104,9 @@ class DataPlane:
         `decode` gets the pinned model (to check requested names/versions against it) and raises
         InvalidInput or ModelNotFound for a bad request. `deadline` is a time.monotonic() instant.
         """
-        started = time.monotonic()
+        started = self.last_arrival = self.last_activity = time.monotonic()
         model = None
+        self.calls_in_flight += 1
         self.metrics.in_flight.inc()
         try:
             model = self.require_model()
@@ -97,6 +126,8 @@ class DataPlane:
             self.metrics.call_failed(model, status_of(exc)[0].name)
             raise
         finally:
+            self.calls_in_flight -= 1
+            self.last_activity = time.monotonic()
             self.metrics.in_flight.dec()
         self.metrics.call_succeeded(model, time.monotonic() - started)
         return probabilities, model

@@ -10,7 +10,8 @@
         ├── NotReady                          UNAVAILABLE        no model loaded and warmed yet
         ├── Draining                          UNAVAILABLE        shutting down
         ├── DeadlineExceeded                  DEADLINE_EXCEEDED  the deadline passed while queued
-        └── DeviceUnavailable                 (start only)       --device cuda without CUDA
+        ├── DeviceUnavailable                 (start only)       --device cuda without CUDA
+        └── GraceExpired                      (exit 3)           calls left unanswered at shutdown
 
 `grpc_errors` wraps a unary servicer method: our errors abort the call with their status and
 message; anything unexpected is logged with its traceback and reaches the client as a plain
@@ -65,6 +66,12 @@ class DeadlineExceeded(ServeError):
 
 class DeviceUnavailable(ServeError):
     """The requested execution device cannot be used (a start-up error, exit 1)."""
+
+
+class GraceExpired(ServeError):
+    """The shutdown's grace period ran out with calls unanswered (exit 3, the log says how many)."""
+
+    exit_code = 3
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:

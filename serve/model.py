@@ -1,7 +1,7 @@
 """One model version ready to serve: verified, loaded into ONNX Runtime, warmed.
 
 `load_model` reads `artifacts.onnx` from the version's manifest.json, checks the file's sha256,
-opens `instances` ONNX Runtime sessions on the device `--device` asks for (DESIGN.md: auto takes
+opens `instances` ONNX Runtime sessions on the device `--device` asks for (docs/design.md: auto takes
 CUDA when a session can use it, cuda fails when it cannot, never a silent fallback), checks the
 input/output contract and runs a warm-up batch. Anything wrong raises ModelRepositoryError or
 DeviceUnavailable with a message that names the problem; nothing half-loaded is returned.
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-PLATFORM = "onnxruntime_onnx"  # what Triton calls an ONNX Runtime model in ModelMetadata
 
 
 @dataclass(frozen=True)
@@ -67,18 +66,17 @@ def sha256_of(data: bytes) -> str:
 
 def read_verified_onnx(repo: ModelRepository, version: int) -> tuple[Path, bytes, str]:
     """The version's ONNX file bytes, after checking them against the manifest's sha256."""
-    manifest = repo.read_manifest(version)
-    artifact = manifest.get("artifacts", {}).get("onnx")
-    if not isinstance(artifact, dict) or "path" not in artifact or "sha256" not in artifact:
+    artifact = repo.read_manifest(version).artifacts.get("onnx")
+    if artifact is None:
         raise ModelRepositoryError(
-            f"{repo.path(version) / 'manifest.json'} has no artifacts.onnx entry with a path and "
+            f"{repo.manifest_file(version)} has no artifacts.onnx entry with a path and "
             "a sha256: export this version to ONNX with `digitserve export`"
         )
     version_dir = repo.path(version).resolve()
-    file = (version_dir / artifact["path"]).resolve()
+    file = (version_dir / artifact.path).resolve()
     if version_dir not in file.parents:
         raise ModelRepositoryError(
-            f"artifacts.onnx.path {artifact['path']!r} points outside {version_dir}; refusing it"
+            f"artifacts.onnx.path {artifact.path!r} points outside {version_dir}; refusing it"
         )
     try:
         data = file.read_bytes()
@@ -88,9 +86,9 @@ def read_verified_onnx(repo: ModelRepository, version: int) -> tuple[Path, bytes
             "export this version again"
         ) from exc
     actual = sha256_of(data)
-    if actual != artifact["sha256"]:
+    if actual != artifact.sha256:
         raise ModelRepositoryError(
-            f"{file} has sha256 {actual}, but the manifest says {artifact['sha256']}: the file is "
+            f"{file} has sha256 {actual}, but the manifest says {artifact.sha256}: the file is "
             "corrupt or was replaced after export; export this version again"
         )
     return file, data, actual

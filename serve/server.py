@@ -7,10 +7,18 @@ Life of a server (`DigitServer.run`):
    model in a thread, then health SERVING;
 3. serve; SIGHUP, or a newer complete version found by polling every `poll_seconds`, loads the
    new version beside the old one and swaps it in; a bad version is logged, the old one stays;
-4. SIGTERM/SIGINT: health NOT_SERVING, new calls UNAVAILABLE, calls in flight get
-   `grace_seconds` to finish, then the process exits 0. The handlers stay installed until the
-   process exits: a repeated SIGTERM/SIGINT (or a SIGHUP) is logged and ignored, so no answer in
-   flight is lost (the grace period bounds the wait; SIGKILL is the way to stop at once).
+4. SIGTERM/SIGINT: health and readiness say NOT_SERVING at once, and nothing sent to the server
+   is lost (docs/serving.md, "Shutdown"):
+   a. lame duck (`drain_delay_seconds`, default 0): every call is answered as usual, so load
+      balancers and clients that watch health move away before anything is refused;
+   b. drain: every call that arrives is still answered, the transport's backlog included, until
+      none has arrived for DRAIN_QUIET_SECONDS; streams answer what they read, then UNAVAILABLE;
+   c. refuse: new calls get UNAVAILABLE (retry elsewhere) while the calls in flight finish, until
+      none is in flight and none has arrived or ended for DRAIN_QUIET_SECONDS; then the
+      transport stops, with nothing left in it to cancel, and the process exits 0.
+   b and c share `grace_seconds`; if it runs out, the calls still in flight are cancelled and
+   the process exits 3 (GraceExpired) saying how many. The handlers stay installed until the
+   process exits: a repeated SIGTERM/SIGINT (or a SIGHUP) is logged and ignored.
 A SIGHUP during the first load is deferred until that load is done (a reload racing with it could
 be overwritten by the older version); one before the server listens is ignored (serve/cli.py), since
 the first load looks for the newest version anyway.
@@ -22,34 +30,36 @@ import asyncio
 import contextlib
 import logging
 import signal
-from pathlib import Path
+import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from digitserve.errors import DigitserveError, ModelRepositoryError
 from digitserve.repository import ModelRepository
 from digitserve.serve.batcher import Batcher
 from digitserve.serve.dataplane import DataPlane, State
+from digitserve.serve.errors import GraceExpired
 from digitserve.serve.health import NOT_SERVING, SERVING, HealthService
 from digitserve.serve.metrics import Metrics
 from digitserve.serve.model import load_model, read_verified_onnx
-from digitserve.serve.proto import digits_pb2_grpc, grpc_service_pb2_grpc
 from digitserve.serve.servicers import digits, kserve
 from digitserve.serve.settings import ServeSettings
+from digitserve.wire.names import HEALTH_SERVICE, SERVICES
+from digitserve.wire.proto import digits_pb2_grpc, grpc_service_pb2_grpc
+from digitserve.wire.tls import host_port, server_credentials
 
 log = logging.getLogger(__name__)
 
-SERVICES = (digits.SERVICE_NAME, kserve.SERVICE_NAME)
-
-
-def _read_pem(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise DigitserveError(f"cannot read the {what} {path}: {exc.strerror or exc}") from exc
+DRAIN_QUIET_SECONDS = 0.25
+"""A drain phase ends once no call has arrived or ended for this long: by then the transport's
+backlog (calls received but not yet handed to a handler) has been answered."""
+REFUSAL_RESERVE_SECONDS = 1.0
+"""Of the grace period, kept for refusing late calls with UNAVAILABLE, so the transport's stop
+finds nothing to cancel."""
 
 
 class DigitServer:
@@ -77,6 +87,8 @@ class DigitServer:
         self._failed_versions: set[int] = set()
         self._tasks: list[asyncio.Task[Any]] = []
         self._reload_when_loaded = False
+        self.unanswered: int | None = None
+        """Set when the grace period ran out: the calls the transport's stop cancelled."""
 
     # -- start ---------------------------------------------------------------------------------
     def preflight(self) -> int:
@@ -100,22 +112,11 @@ class DigitServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         for service in ("", *SERVICES):
             await self.health.set(service, NOT_SERVING)
-        reflection.enable_server_reflection(
-            (
-                *SERVICES,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            server,
-        )
-        address = f"{s.host}:{s.port}" if ":" not in s.host else f"[{s.host}]:{s.port}"
+        reflection.enable_server_reflection((*SERVICES, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
+        address = host_port(s.host, s.port)
         try:
             if s.tls_cert is not None and s.tls_key is not None:
-                credentials = grpc.ssl_server_credentials(
-                    [(_read_pem(s.tls_key, "TLS key"), _read_pem(s.tls_cert, "TLS certificate"))],
-                    root_certificates=_read_pem(s.tls_client_ca, "client CA") if s.tls_client_ca else None,
-                    require_client_auth=s.tls_client_ca is not None,
-                )
+                credentials = server_credentials(s.tls_cert, s.tls_key, s.tls_client_ca)
                 self.port = server.add_secure_port(address, credentials)
             else:
                 self.port = server.add_insecure_port(address)
@@ -197,7 +198,7 @@ class DigitServer:
                         current,
                     )
                 return False
-            if self.plane.state is State.DRAINING:
+            if self.plane.state in (State.DRAINING, State.CLOSED):
                 return False
             self.plane.serve(model)
             self.metrics.reloads.labels("success").inc()
@@ -240,21 +241,55 @@ class DigitServer:
         self._stop_requested.set()
 
     async def stop(self) -> None:
-        """Drain: NOT_SERVING, refuse new calls, let calls in flight finish within the grace."""
+        """Lame duck, drain, refuse, close: every call that reaches the server is answered."""
         if self._stopped:
             return
         self._stopped = True
-        grace = self.settings.grace_seconds
-        log.info("draining: health NOT_SERVING, new calls UNAVAILABLE, %.1f s grace", grace)
-        self.plane.begin_drain()
+        s = self.settings
+        deadline = time.monotonic() + s.drain_delay_seconds + s.grace_seconds
+        self.plane.report_not_ready()
         await self.health.enter_graceful_shutdown()
         for task in self._tasks:
             task.cancel()
+        if s.drain_delay_seconds > 0:
+            log.info(
+                "lame duck: health NOT_SERVING, answering every call for %.1f s (--drain-delay-seconds)",
+                s.drain_delay_seconds,
+            )
+            await asyncio.sleep(s.drain_delay_seconds)
+        log.info(
+            "draining: health NOT_SERVING, answering every call until none has arrived for %.2f s "
+            "(%.1f s grace)",
+            DRAIN_QUIET_SECONDS,
+            s.grace_seconds,
+        )
+        self.plane.end_streams()
+        await self._until_quiet(self.plane.since_arrival, deadline - min(REFUSAL_RESERVE_SECONDS, s.grace_seconds / 2))
+        log.info("refusing new calls (UNAVAILABLE); %d still in flight", self.plane.calls_in_flight)
+        self.plane.close()
+        quiet = await self._until_quiet(self.plane.idle_for, deadline)
+        if not quiet:
+            self.unanswered = self.plane.calls_in_flight
+            log.error(
+                "the grace period ran out: %d calls in flight are cancelled%s",
+                self.unanswered,
+                "" if self.plane.calls_in_flight else ", and calls were still arriving",
+            )
         if self._server is not None:
-            await self._server.stop(grace)
+            await self._server.stop(None)
         await self.batcher.close()
         self.metrics.close()
         log.info("stopped")
+
+    async def _until_quiet(self, quiet_for: Callable[[], float], deadline: float) -> bool:
+        """Wait until `quiet_for()` reaches DRAIN_QUIET_SECONDS (True) or `deadline` (False)."""
+        self.plane.last_arrival = self.plane.last_activity = time.monotonic()  # calls may be on their way
+        while (wait := DRAIN_QUIET_SECONDS - quiet_for()) > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(wait, left, 0.05))
+        return True
 
     # -- the whole life ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -280,3 +315,9 @@ class DigitServer:
             # while asyncio.run waits for a load thread to finish, is logged and ignored.
             with contextlib.suppress(asyncio.CancelledError):
                 await self.stop()
+        if self.unanswered is not None:
+            raise GraceExpired(
+                f"the grace period ({self.settings.grace_seconds} s) ran out before every call was answered "
+                f"({self.unanswered} cancelled in flight): raise --grace-seconds, or set --drain-delay-seconds "
+                "so that clients move away first"
+            )

@@ -1,98 +1,106 @@
-"""Every setting of `digitserve serve`, with its unit and default, in one frozen dataclass.
+"""Every setting of `digitserve serve`, declared once: type, default, bounds, help.
 
-The CLI fills it from flags (each also readable as DIGITSERVE_<FLAG>); tests build it directly.
+The flags, their DIGITSERVE_<FLAG> variables and docs/flags.md derive from these fields
+(digitserve.settings); tests build ServeSettings directly. Imports no grpc or onnxruntime.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
 
 from digitserve.contract import IMAGE_SIZE, NUM_CLASSES
-from digitserve.errors import UsageError
+from digitserve.repository import DEFAULT_NAME, DEFAULT_REPO
+from digitserve.settings import Port, Settings, setting
+from digitserve.wire.names import DEFAULT_HOST, DEFAULT_METRICS_PORT, DEFAULT_PORT
 
-DEVICES = ("auto", "cuda", "cpu")
-GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
-CUDNN_CONV_ALGO_SEARCHES = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 MESSAGE_OVERHEAD_BYTES = 64 * 1024  # field tags, ids, names: generous, it only bounds abuse
+NETWORK, DEVICE, BATCHING, LIFECYCLE = "network", "device and ONNX Runtime", "batching", "lifecycle"
+
+AtLeastOne = Annotated[int, Field(ge=1)]
+ZeroOrMore = Annotated[int, Field(ge=0)]
+Seconds = Annotated[float, Field(ge=0)]  # NaN fails too
 
 
-@dataclass(frozen=True)
-class ServeSettings:
-    """How the gRPC server runs; see each field's docstring for its unit."""
+class ServeSettings(Settings):
+    """How the gRPC server runs."""
 
-    repo: Path = Path("models")
-    """Model repository root: the server serves `<repo>/<name>/<newest complete version>/`."""
-    name: str = "digits"
-    """Model name inside the repository; also the model name of the V2 API."""
-    host: str = "127.0.0.1"
-    """Address the gRPC and metrics listeners bind (0.0.0.0 or :: for every interface)."""
-    port: int = 50051
-    """gRPC port; 0 picks a free one (logged)."""
-    metrics_port: int | None = 8000
-    """Prometheus metrics HTTP port; 0 picks a free one; None turns metrics serving off."""
-    reuse_port: bool = False
-    """Set SO_REUSEPORT so several server processes can share one port (off: a busy port fails)."""
+    # their flags are add_repo_options', the same for every stage
+    repo: Path = Path(DEFAULT_REPO)
+    name: str = DEFAULT_NAME
 
-    device: str = "auto"
-    """Execution device: auto (CUDA when a session can use it, else CPU, and says so), cuda, cpu."""
-    cuda_device_id: int = 0
-    """GPU index for the CUDA execution provider."""
-    cuda_mem_limit_mb: int = 0
-    """CUDA provider arena limit in MiB (gpu_mem_limit); 0 means no limit."""
-    cudnn_conv_algo_search: str = "HEURISTIC"
-    """cuDNN convolution algorithm search; HEURISTIC avoids a costly search per new batch size."""
-    intra_op_threads: int = 0
-    """ONNX Runtime threads inside one operator per session; 0 means cores / instances."""
-    inter_op_threads: int = 0
-    """ONNX Runtime threads across operators per session; 0 means ORT's default."""
-    graph_optimization: str = "all"
-    """ONNX Runtime graph optimisation level: disable, basic, extended or all."""
-    ort_spinning: bool = False
-    """Let ORT worker threads spin while idle: lower latency, but they steal CPU from gRPC."""
+    host: str = setting(
+        DEFAULT_HOST, "address of the gRPC and metrics listeners; 0.0.0.0 or :: for every interface", group=NETWORK
+    )
+    port: Port = setting(DEFAULT_PORT, "gRPC port; 0 picks a free one (logged)", group=NETWORK)
+    metrics_port: Port | None = setting(
+        DEFAULT_METRICS_PORT, "Prometheus /metrics port; 0 picks a free one", group=NETWORK,
+        off_flag="--no-metrics", off_help="do not serve /metrics",
+    )
+    reuse_port: bool = setting(
+        False, "SO_REUSEPORT: several server processes share the port (off: a busy port fails the start)", group=NETWORK
+    )
+    tls_cert: Path | None = setting(
+        None, "PEM server certificate (chain); with --tls-key the port speaks TLS only", group=NETWORK
+    )
+    tls_key: Path | None = setting(None, "PEM private key of --tls-cert", group=NETWORK)
+    tls_client_ca: Path | None = setting(
+        None, "PEM CA bundle: clients must present a certificate it signed (mutual TLS)", group=NETWORK
+    )
 
-    max_batch_size: int = 64
-    """Most images in one model execution."""
-    max_queue_delay_us: int = 0
-    """Microseconds a batch may wait for more images; 0 takes whatever queued meanwhile."""
-    max_queue_images: int = 4096
-    """Most images waiting in the queue; beyond it calls get RESOURCE_EXHAUSTED."""
-    max_request_images: int = 1024
-    """Most images in one request; sets the gRPC max message size too."""
-    instances: int = 1
-    """Parallel ONNX Runtime sessions (model instances), each fed by the one batcher."""
+    device: Literal["auto", "cuda", "cpu"] = setting(
+        "auto", "auto: CUDA when a session can use it, else CPU (and says so); cuda: fail without CUDA", group=DEVICE
+    )
+    cuda_device_id: ZeroOrMore = setting(0, "GPU index for the CUDA execution provider", group=DEVICE)
+    cuda_mem_limit_mb: ZeroOrMore = setting(
+        0, "CUDA provider arena limit (gpu_mem_limit) in MiB; 0: none", group=DEVICE
+    )
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = setting(
+        "HEURISTIC", "cuDNN convolution algorithm search; HEURISTIC avoids a costly search per new batch size",
+        group=DEVICE,
+    )
+    intra_op_threads: ZeroOrMore = setting(0, "ONNX Runtime threads per session; 0: cores / instances", group=DEVICE)
+    inter_op_threads: ZeroOrMore = setting(
+        0, "ONNX Runtime inter-op threads per session; 0: ORT's default", group=DEVICE
+    )
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = setting(
+        "all", "ONNX Runtime graph optimisation level", group=DEVICE
+    )
+    ort_spinning: bool = setting(
+        False, "let idle ORT threads spin: lower latency, but they take CPU from gRPC", group=DEVICE
+    )
 
-    grace_seconds: float = 10.0
-    """On SIGTERM/SIGINT, seconds in-flight calls get to finish before they are cancelled."""
-    poll_seconds: float = 5.0
-    """Seconds between scans of the repository for a newer complete version; 0 turns it off."""
+    max_batch_size: AtLeastOne = setting(64, "most images in one model execution", group=BATCHING)
+    max_queue_delay_us: ZeroOrMore = setting(
+        0, "microseconds a batch may wait to fill; 0 takes whatever queued while the model was busy", group=BATCHING
+    )
+    max_queue_images: AtLeastOne = setting(
+        4096, "queue bound in images; beyond it calls get RESOURCE_EXHAUSTED", group=BATCHING
+    )
+    max_request_images: AtLeastOne = setting(
+        1024, "most images in one request; sets the gRPC max message size too", group=BATCHING
+    )
+    instances: AtLeastOne = setting(1, "parallel ONNX Runtime sessions fed by the one batcher", group=BATCHING)
 
-    tls_cert: Path | None = None
-    """PEM server certificate (chain); with tls_key, the server speaks TLS only."""
-    tls_key: Path | None = None
-    """PEM private key of tls_cert."""
-    tls_client_ca: Path | None = None
-    """PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS)."""
+    drain_delay_seconds: Seconds = setting(
+        0.0, "on SIGTERM/SIGINT, seconds of lame duck first: health NOT_SERVING, every call still answered",
+        group=LIFECYCLE,
+    )
+    grace_seconds: Seconds = setting(
+        10.0, "after the lame duck, seconds to answer what arrives and finish the calls in flight; "
+        "past it they are cancelled (exit 3)", group=LIFECYCLE,
+    )
+    poll_seconds: Seconds = setting(
+        5.0, "seconds between scans of the repository for a newer complete version; 0: off (SIGHUP still reloads)",
+        group=LIFECYCLE,
+    )
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _fit_together(self) -> ServeSettings:
         problems = []
-        if self.device not in DEVICES:
-            problems.append(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if self.graph_optimization not in GRAPH_OPTIMIZATIONS:
-            problems.append(
-                f"--graph-optimization must be one of {', '.join(GRAPH_OPTIMIZATIONS)}, got {self.graph_optimization!r}"
-            )
-        if self.cudnn_conv_algo_search not in CUDNN_CONV_ALGO_SEARCHES:
-            problems.append(
-                "--cudnn-conv-algo-search must be one of "
-                f"{', '.join(CUDNN_CONV_ALGO_SEARCHES)}, got {self.cudnn_conv_algo_search!r}"
-            )
-        for name in ("max_batch_size", "max_queue_images", "max_request_images", "instances"):
-            if getattr(self, name) < 1:
-                problems.append(f"--{name.replace('_', '-')} must be at least 1")
         if self.max_queue_images < self.max_request_images:
             problems.append(
                 f"--max-queue-images ({self.max_queue_images}) must be at least "
@@ -103,10 +111,9 @@ class ServeSettings:
             problems.append("--tls-cert and --tls-key go together: give both or neither")
         if self.tls_client_ca is not None and self.tls_cert is None:
             problems.append("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
-        if self.grace_seconds < 0 or self.poll_seconds < 0 or self.max_queue_delay_us < 0:
-            problems.append("--grace-seconds, --poll-seconds and --max-queue-delay-us must be >= 0")
         if problems:
-            raise UsageError("; ".join(problems))
+            raise ValueError("; ".join(problems))
+        return self
 
     @property
     def max_message_bytes(self) -> int:
@@ -121,11 +128,3 @@ class ServeSettings:
             return self.intra_op_threads
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         return max(1, (cores or 1) // self.instances)
-
-    def describe(self) -> str:
-        """One line of `key=value` for the start-up log."""
-        values = dataclasses.asdict(self)
-        return " ".join(f"{key}={value}" for key, value in values.items())
-
-    def replace(self, **changes: Any) -> ServeSettings:
-        return dataclasses.replace(self, **changes)

@@ -1,4 +1,8 @@
-"""Fixtures shared by every stage's tests: the MNIST folder and a small trained model."""
+"""Fixtures shared by every stage's tests: the MNIST folder and a small trained model.
+
+The rest of what the folders share (server processes, certificates, images) is the plugin
+tests/support/fixtures.py.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+pytest_plugins = ["tests.support.fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("DIGITSERVE_DATA") or ROOT.parent / "shared" / "data" / "mnist")

@@ -5,7 +5,7 @@ Kept free of Keras so `digitserve train --help` lists them without importing Ten
 
 from __future__ import annotations
 
-MODELS = ("softmax", "mlp", "cnn")
+MODELS = ("softmax", "mlp", "cnn", "compact")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 
 # softmax is the tutorial's recipe: Dense(10) + softmax, plain SGD, batch 32, 20 epochs, no
@@ -20,6 +20,8 @@ MODEL_DEFAULTS: dict[str, dict[str, object]] = {
                 validation_split=0.1, augment=False, patience=4),
     "cnn": dict(epochs=15, batch_size=128, optimizer="adam", learning_rate=3e-3,
                 validation_split=0.05, augment=True, patience=0),
+    "compact": dict(epochs=15, batch_size=128, optimizer="adam", learning_rate=3e-3,
+                    validation_split=0.05, augment=True, patience=0),
 }
 
 

@@ -22,7 +22,7 @@ from digitserve import interrupt
 from digitserve.contract import images_to_pixels
 from digitserve.errors import UsageError
 from digitserve.mnist import Mnist, load_mnist
-from digitserve.repository import ModelRepository
+from digitserve.repository import KERAS_FILE, METRICS_FILE, TRAIN_DIR, ModelRepository
 from digitserve.train import report
 from digitserve.train.augment import random_affine
 from digitserve.train.models import build_model
@@ -193,15 +193,15 @@ def publish(
     """Write the model and its reports into a staging folder, then rename it into place."""
     repository = ModelRepository(config.repo, config.name)
     with repository.staging_dir() as staged:
-        model.save(staged / "model.keras")
-        reports = staged / "train"
+        model.save(staged / KERAS_FILE)
+        reports = staged / TRAIN_DIR
         reports.mkdir()
         (reports / "history.json").write_text(json.dumps(
             {k: [float(v) for v in values] for k, values in history.items()}, indent=2) + "\n")
         report.plot_learning_curves(history, reports / "learning_curves.png")
         report.plot_confusion_matrix(metrics["confusion_matrix"], reports / "confusion_matrix.png")
         report.plot_misclassified(data.x_test, data.y_test, probabilities, reports / "misclassified.png")
-        (reports / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (staged / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
         interrupt.check()  # one a library swallowed still means: publish nothing
         version = repository.publish(staged)
     log.info("wrote %s", repository.path(version))

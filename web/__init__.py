@@ -2,5 +2,5 @@
 
 `static/` holds the page (plain HTML, CSS and ES modules; TensorFlow.js comes from the project's
 npm install, served locally), `server.py` the read-only server, `paths.py` the path checks,
-`cli.py` the command.
+`settings.py` its settings, `cli.py` the command.
 """

@@ -7,53 +7,41 @@ import errno
 import logging
 import signal
 import threading
-from pathlib import Path
 from types import FrameType
 
-from digitserve.cli import add_repo_options, port
+from digitserve.cli import add_repo_options
 from digitserve.errors import UsageError
+from digitserve.web.settings import WebSettings
 
 log = logging.getLogger(__name__)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_repo_options(parser)
-    parser.add_argument(
-        "--host", default="127.0.0.1",
-        help="address to bind (default: %(default)s; 0.0.0.0 to let other machines in)",
-    )
-    parser.add_argument(
-        "--port", type=port, default=8080,
-        help="HTTP port, 0 = any free one (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--node-modules", default=None, metavar="DIR",
-        help="folder holding node_modules/@tensorflow/tfjs (default: the first such folder "
-             "above the working directory or the installed package)",
-    )
+    WebSettings.add_flags(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from digitserve.web.paths import find_tfjs_dist
     from digitserve.web.server import WebConfig, WebServer
 
-    repo = Path(args.repo)
-    tfjs_dist = find_tfjs_dist(args.node_modules)
+    settings = WebSettings.from_args(args)
+    tfjs_dist = find_tfjs_dist(settings.node_modules)
     if tfjs_dist is None:
-        where = args.node_modules or "above the working directory"
+        where = settings.node_modules or "above the working directory"
         log.warning("@tensorflow/tfjs not found (%s): the page will say so; run `npm ci` "
                     "in the project root or pass --node-modules", where)
-    if not repo.is_dir():
+    if not settings.repo.is_dir():
         log.warning("model repository %s does not exist yet: the page will say so until "
-                    "`digitserve train` and `digitserve export` fill it", repo)
-    config = WebConfig(repo=repo, name=args.name, tfjs_dist=tfjs_dist)
+                    "`digitserve train` and `digitserve export` fill it", settings.repo)
+    config = WebConfig(repo=settings.repo, name=settings.name, tfjs_dist=tfjs_dist)
     try:
-        server = WebServer((args.host, args.port), config)
+        server = WebServer((settings.host, settings.port), config)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise UsageError(f"port {args.port} on {args.host} is in use: pass another "
+            raise UsageError(f"port {settings.port} on {settings.host} is in use: pass another "
                              "--port (0 picks a free one)") from exc
-        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from exc
+        raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from exc
 
     def stop(signum: int, frame: FrameType | None) -> None:
         # shutdown() waits for serve_forever to return, so it must not run on that thread
@@ -61,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     print(f"digitserve web: the drawing page is at {server.url} "
-          f"(model {args.name} from {repo.resolve()}); Ctrl-C stops", flush=True)
+          f"(model {settings.name} from {settings.repo.resolve()}); Ctrl-C stops", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -79,10 +79,10 @@ def latest_model(config: WebConfig) -> dict[str, Any]:
         repository.latest_complete_version()  # raises the repository's own clear message
     for version in reversed(complete):
         manifest = repository.read_manifest(version)
-        tfjs = (manifest.get("artifacts") or {}).get("tfjs")
-        if not tfjs:
+        tfjs = manifest.artifacts.get("tfjs")
+        if tfjs is None:
             continue  # exported without --formats tfjs: an older version may have it
-        relative = str(tfjs.get("path", ""))
+        relative = tfjs.path
         segments = relative.split("/")
         where = repository.path(version)
         if resolve_file(where, segments) is None:
@@ -92,16 +92,15 @@ def latest_model(config: WebConfig) -> dict[str, Any]:
             )
         base = f"/models/{quote(config.name)}/{version}"
         model_url = f"{base}/{quote(relative)}"
-        if tfjs.get("sha256"):
-            # a re-export of this version gets a new URL, so the year-long cache cannot go stale
-            model_url += f"?sha256={quote(str(tfjs['sha256']))}"
+        # a re-export of this version gets a new URL, so the year-long cache cannot go stale
+        model_url += f"?sha256={quote(tfjs.sha256)}"
         return {
             "name": config.name,
             "version": version,
-            "test_accuracy": (manifest.get("model") or {}).get("test_accuracy"),
+            "test_accuracy": manifest.model.test_accuracy,
             "model_url": model_url,
             "manifest_url": f"{base}/{MANIFEST}",
-            "manifest": manifest,
+            "manifest": manifest.to_json(),
         }
     raise ModelRepositoryError(
         f"no exported version of {config.name} in {config.repo} has a TF.js model: "

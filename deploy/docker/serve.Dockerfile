@@ -42,6 +42,7 @@ COPY src /src/src
 COPY train /src/train
 COPY export /src/export
 COPY serve /src/serve
+COPY client /src/client
 COPY bench /src/bench
 COPY web /src/web
 
@@ -49,6 +50,7 @@ COPY web /src/web
 FROM ${PYTHON_IMAGE} AS build-base
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 \
+    UV_CACHE_DIR=/uv-cache \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
     UV_PYTHON=/usr/local/bin/python3.11 \
@@ -58,10 +60,10 @@ COPY pyproject.toml uv.lock README.md ./
 
 # Dependencies first (a layer that survives source edits), then the project as a plain wheel.
 FROM build-base AS build-cpu
-RUN --mount=type=cache,target=/root/.cache/uv \
+RUN --mount=type=cache,target=/uv-cache \
     uv sync --locked --no-dev --extra serve --no-install-project
 COPY --from=sources /src /src
-RUN --mount=type=cache,target=/root/.cache/uv \
+RUN --mount=type=cache,target=/uv-cache \
     uv sync --locked --no-dev --extra serve --no-editable
 
 # The GPU builder runs on the CUDA image with uv's standalone CPython in /opt/python, which the
@@ -70,6 +72,7 @@ FROM ${CUDA_IMAGE} AS build-gpu
 ARG CUDA_PYTHON
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 \
+    UV_CACHE_DIR=/uv-cache \
     UV_LINK_MODE=copy \
     UV_PYTHON_INSTALL_DIR=/opt/python \
     UV_PYTHON=${CUDA_PYTHON} \
@@ -77,10 +80,10 @@ ENV UV_COMPILE_BYTECODE=1 \
 RUN uv python install ${CUDA_PYTHON}
 WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
-RUN --mount=type=cache,target=/root/.cache/uv \
+RUN --mount=type=cache,target=/uv-cache \
     uv sync --locked --no-dev --extra serve-gpu-system --no-install-project
 COPY --from=sources /src /src
-RUN --mount=type=cache,target=/root/.cache/uv \
+RUN --mount=type=cache,target=/uv-cache \
     uv sync --locked --no-dev --extra serve-gpu-system --no-editable
 
 # --- the CPU image's base -------------------------------------------------------------------

@@ -9,7 +9,7 @@
 #
 # Its default command, digitserve-model-job (deploy/docker/model-job.sh), trains and exports into
 # /models only what is missing there: the compose `train` service and the Kubernetes Job.
-# Node.js 20 is the version the TF.js parity check was run with (TOOLCHAIN.md); it only runs
+# Node.js 20 is the version the TF.js parity check was run with (docs/toolchain.md); it only runs
 # that check offline, inside this image.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -29,12 +29,14 @@ COPY src /src/src
 COPY train /src/train
 COPY export /src/export
 COPY serve /src/serve
+COPY client /src/client
 COPY bench /src/bench
 COPY web /src/web
 
 FROM ${PYTHON_IMAGE} AS build
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 \
+    UV_CACHE_DIR=/uv-cache \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
     UV_PYTHON=/usr/local/bin/python3.11 \
@@ -42,10 +44,10 @@ ENV UV_COMPILE_BYTECODE=1 \
 WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
 # The TensorFlow stack (about 2.5 GB) in its own layer, so source edits do not download it again.
-RUN --mount=type=cache,target=/root/.cache/uv \
+RUN --mount=type=cache,target=/uv-cache \
     uv sync --locked --no-dev --extra train --no-install-project
 COPY --from=sources /src /src
-RUN --mount=type=cache,target=/root/.cache/uv \
+RUN --mount=type=cache,target=/uv-cache \
     uv sync --locked --no-dev --extra train --no-editable
 
 FROM ${PYTHON_IMAGE} AS train

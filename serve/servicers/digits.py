@@ -23,12 +23,11 @@ from digitserve.contract import decode_uint8, validate_pixels
 from digitserve.errors import InvalidInput
 from digitserve.serve.dataplane import DataPlane, deadline_of
 from digitserve.serve.errors import grpc_errors, log_unexpected, status_of
-from digitserve.serve.proto import digits_pb2, digits_pb2_grpc
-from digitserve.serve.servicers.codec import packed_floats, prediction_messages
+from digitserve.wire.codec import packed_floats, prediction_messages
+from digitserve.wire.proto import digits_pb2, digits_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = digits_pb2.DESCRIPTOR.services_by_name["Classifier"].full_name
 STREAM_WINDOW = 256
 """Most requests of one stream in progress at once; reading pauses beyond it (backpressure)."""
 STREAM_DRAINED = (

@@ -18,13 +18,12 @@ from digitserve.contract import IMAGE_SIZE, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
 from digitserve.errors import InvalidInput
 from digitserve.serve.dataplane import DataPlane, deadline_of
 from digitserve.serve.errors import ModelNotFound, grpc_errors
-from digitserve.serve.proto import grpc_service_pb2 as pb
-from digitserve.serve.proto import grpc_service_pb2_grpc
-from digitserve.serve.servicers.codec import packed_float_field, packed_floats
+from digitserve.wire.codec import packed_float_field, packed_floats
+from digitserve.wire.names import PLATFORM
+from digitserve.wire.proto import grpc_service_pb2 as pb
+from digitserve.wire.proto import grpc_service_pb2_grpc
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 SERVER_NAME = "digitserve"
-PLATFORM = "onnxruntime_onnx"
 ITEM_BYTES = {"FP32": 4, "UINT8": 1}
 _FP32_CONTENTS = pb.InferTensorContents.DESCRIPTOR.fields_by_name["fp32_contents"].number
 

@@ -27,8 +27,8 @@ COMMANDS = {
     "train": ("digitserve.train.cli", "train a model into the model repository"),
     "export": ("digitserve.export.cli", "export a trained version to ONNX, TF.js and TFLite"),
     "serve": ("digitserve.serve.cli", "serve the newest exported version over gRPC"),
-    "classify": ("digitserve.serve.classify_cli", "classify images through a running server"),
-    "health": ("digitserve.serve.health_cli", "check a server's gRPC health (exit 0 serving, 1 not)"),
+    "classify": ("digitserve.client.classify_cli", "classify images through a running server"),
+    "health": ("digitserve.client.health_cli", "check a server's gRPC health (exit 0 serving, 1 not)"),
     "bench": ("digitserve.bench.cli", "benchmark training or serving"),
     "web": ("digitserve.web.cli", "serve the drawing page and the model repository"),
 }
@@ -115,7 +115,7 @@ def apply_environment(parser: argparse.ArgumentParser) -> None:
             continue
         if not action.option_strings or action.dest in ("help", "version"):
             continue
-        name = ENV_PREFIX + action.dest.upper()
+        name = environment_variable(action)
         raw = os.environ.get(name)
         if raw is None:
             continue
@@ -124,6 +124,10 @@ def apply_environment(parser: argparse.ArgumentParser) -> None:
         except (ValueError, argparse.ArgumentTypeError) as exc:
             parser.error(f"{name}={raw!r}: {exc}")
         action.required = False
+
+
+def environment_variable(action: argparse.Action) -> str:
+    return ENV_PREFIX + action.dest.upper()
 
 
 def _environment_value(action: argparse.Action, raw: str) -> object:
@@ -143,8 +147,10 @@ EXTRA_OF_MODULE = {
     **dict.fromkeys(
         ("tensorflow", "keras", "tf2onnx", "onnx", "tensorflowjs", "ai_edge_litert", "matplotlib"), "train"
     ),
-    "onnxruntime": "serve",
-    **dict.fromkeys(("grpc", "grpc_health", "grpc_reflection", "google", "prometheus_client", "PIL"), "grpc"),
+    **dict.fromkeys(("grpc", "grpc_health", "google"), "client"),
+    "PIL": "images",
+    "pydantic": "settings",
+    **dict.fromkeys(("grpc_reflection", "prometheus_client", "onnxruntime"), "serve"),
 }
 
 
@@ -161,7 +167,13 @@ def missing_extra_message(exc: ModuleNotFoundError) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((arg for arg in argv if arg in COMMANDS), None)
-    parser = build_parser(command)
+    try:
+        parser = build_parser(command)  # a stage's flags may need its extra (serve and web: pydantic)
+    except ModuleNotFoundError as exc:
+        if (message := missing_extra_message(exc)) is None:
+            raise
+        print(f"digitserve {command}: error: {message}", file=sys.stderr)
+        return 1
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -1,4 +1,4 @@
-"""The input/output contract shared by every artifact and every API (DESIGN.md).
+"""The input/output contract shared by every artifact and every API (docs/design.md).
 
 One image is 784 float32 values, row-major 28x28, 0.0 background and 1.0 full ink.
 A model maps `pixels` [N, 784] to `probabilities` [N, 10].

@@ -1,9 +1,10 @@
 """Read MNIST without TensorFlow: the four IDX files (gzip or raw) or Keras' mnist.npz.
 
 Where the data comes from, in order: an explicit path (`--data`), the DIGITSERVE_DATA
-environment variable, the Keras cache (~/.keras/datasets/mnist.npz), and last the Keras
-download. Every failure is a DataError naming the file and the fix; no partial array
-is ever returned.
+environment variable, the Keras cache (~/.keras/datasets/mnist.npz), and last a download of
+Keras' own file into that cache, checked against the hash Keras checks (urllib, not Keras: the
+client reads MNIST too and must not need TensorFlow). Every failure is a DataError naming the
+file and the fix; no partial array is ever returned.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import gzip
 import hashlib
 import io
 import os
+import tempfile
+import urllib.request
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -30,6 +33,8 @@ SPLITS = {
 }
 # IDX magic: two zero bytes, the element type (0x08 = uint8), the number of dimensions.
 IDX_MAGIC = {"images": b"\x00\x00\x08\x03", "labels": b"\x00\x00\x08\x01"}
+KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
+KERAS_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 FIX = f"point --data or {DATA_ENV} at a folder holding the four MNIST IDX files or mnist.npz"
 
 
@@ -53,14 +58,14 @@ class Mnist:
 
 
 def load_mnist(path: str | os.PathLike[str] | None = None) -> Mnist:
-    """Load MNIST from `path`, DIGITSERVE_DATA, the Keras cache, or the Keras download."""
+    """Load MNIST from `path`, DIGITSERVE_DATA, the Keras cache, or a download into it."""
     chosen = path or os.environ.get(DATA_ENV)
     if chosen:
         return _load_path(Path(chosen))
     cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets" / "mnist.npz"
-    if cached.is_file():
-        return read_npz(cached)
-    return _download_with_keras()
+    if not cached.is_file():
+        _download(cached)
+    return read_npz(cached)
 
 
 def _load_path(path: Path) -> Mnist:
@@ -203,14 +208,18 @@ def _check_pairs(arrays: dict[str, np.ndarray], source: str) -> None:
             raise DataError(f"{source}: {split} labels go up to {labels.max()}, expected 0..9")
 
 
-def _download_with_keras() -> Mnist:
-    """Last resort: Keras' own download into its cache (needs the train extra and internet)."""
+def _download(target: Path) -> None:
+    """Last resort: fetch Keras' mnist.npz into its cache, whole and verified, or not at all."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=".mnist.npz.", dir=target.parent)
     try:
-        from keras.datasets import mnist
-    except ImportError as exc:
-        raise DataError(f"no MNIST data found locally and Keras is not installed: {FIX}") from exc
-    try:
-        (x_train, y_train), (x_test, y_test) = mnist.load_data()
-    except Exception as exc:  # network errors come in many types
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(KERAS_URL, timeout=60) as response:
+            content = response.read()
+            out.write(content)
+        if hashlib.sha256(content).hexdigest() != KERAS_SHA256:
+            raise DataError(f"the downloaded {KERAS_URL} does not have the expected sha256: {FIX}")
+        os.replace(temp, target)
+    except OSError as exc:  # no network, DNS, HTTP errors (URLError is an OSError)
         raise DataError(f"no MNIST data found locally and the download failed ({exc}): {FIX}") from exc
-    return Mnist(x_train, y_train, x_test, y_test, source="keras download")
+    finally:
+        Path(temp).unlink(missing_ok=True)

@@ -61,9 +61,10 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     """
     try:
         from PIL import Image, ImageOps, UnidentifiedImageError
-    except ImportError as exc:  # Pillow comes with the grpc/serve/train extras, not the core
+    except ImportError as exc:  # Pillow is the `images` extra, not the core
         raise ImageError(
-            "reading images needs Pillow: install digitserve with an extra (e.g. [serve])"
+            "reading images needs Pillow: install the 'images' extra "
+            "(uv sync --locked --extra images, or pip install 'digitserve[images]')"
         ) from exc
 
     file = Path(path)

@@ -1,5 +1,7 @@
 """The model repository: `<root>/<name>/<integer version>/`, as TF Serving and Triton lay it out.
 
+This module owns the layout (the version folders, the file names inside one, the staging
+folders) and is the only reader and writer of manifest.json, whose schema is manifest.py.
 A version is complete once its manifest.json exists (export writes it last). Every stage
 builds a version in a staging folder and renames it into place, and writes JSON through
 `write_json_atomic`, so a reader never sees half a version or half a file.
@@ -18,9 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from digitserve.errors import ModelRepositoryError
+from digitserve.manifest import SCHEMA_VERSION, Manifest
 
-MANIFEST = "manifest.json"
-MANIFEST_SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"  # written last: its presence means the version is complete
+KERAS_FILE = "model.keras"  # the trained model every export starts from
+TRAIN_DIR = "train"  # train's reports: metrics.json, history.json and the pictures
+METRICS_FILE = f"{TRAIN_DIR}/metrics.json"
+MANIFEST_SCHEMA_VERSION = SCHEMA_VERSION
 DEFAULT_REPO = "models"
 DEFAULT_NAME = "digits"
 
@@ -101,22 +107,38 @@ class ModelRepository:
                     raise
                 # another writer took this number between our look and our rename: take the next
 
-    def read_manifest(self, version: int) -> dict[str, Any]:
+    def require_keras_file(self, version: int) -> Path:
+        """The version's model.keras, or a ModelRepositoryError saying it is missing."""
+        path = self.require(version) / KERAS_FILE
+        if not path.is_file():
+            raise ModelRepositoryError(
+                f"{path} is missing: version {version} has no trained model; "
+                "run `digitserve train` (or pick another --version)"
+            )
+        return path
+
+    def manifest_file(self, version: int) -> Path:
+        return self.path(version) / MANIFEST
+
+    def read_manifest(self, version: int) -> Manifest:
+        """The version's manifest, checked against the schema; any problem names the file."""
         file = self.require(version) / MANIFEST
         try:
-            manifest = json.loads(file.read_text())
+            data = json.loads(file.read_text())
         except FileNotFoundError as exc:
             raise ModelRepositoryError(
                 f"{file} is missing: version {version} is not exported; run `digitserve export`"
             ) from exc
         except (OSError, ValueError) as exc:
             raise ModelRepositoryError(f"{file} is not valid JSON ({exc}): export again") from exc
-        if manifest.get("schema_version") != MANIFEST_SCHEMA_VERSION:
-            raise ModelRepositoryError(
-                f"{file} has schema_version {manifest.get('schema_version')!r}; this digitserve "
-                f"reads {MANIFEST_SCHEMA_VERSION}: export again with this version"
-            )
-        return dict(manifest)
+        return Manifest.from_json(data, source=file)
+
+
+def write_manifest(version_dir: Path, manifest: Manifest) -> Path:
+    """Write the manifest of a version being built (a staging folder), atomically."""
+    path = version_dir / MANIFEST
+    write_json_atomic(path, manifest.to_json())
+    return path
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from client_harness import digitserve
+
+from tests.support.commands import digitserve
 
 
 def test_bench_serve_runs_every_phase_and_writes_json(repo: Path, mnist_dir: Path, tmp_path: Path) -> None:

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from client_harness import Images, digitserve
 from PIL import Image
 
-from digitserve.bench.launch import ServeProcess, free_port
 from digitserve.preprocess import load_pixels
+from tests.support.commands import digitserve
+from tests.support.images import Images
+from tests.support.ports import free_port
+from tests.support.server import ServeProcess
 
 COUNT = 12
 
@@ -41,13 +43,13 @@ def draw(images: Images, folder: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def drawings(tmp_path_factory: pytest.TempPathFactory, images: Images) -> list[Path]:
-    return draw(images, tmp_path_factory.mktemp("drawings"))
+def drawings(tmp_path_factory: pytest.TempPathFactory, mnist_images: Images) -> list[Path]:
+    return draw(mnist_images, tmp_path_factory.mktemp("drawings"))
 
 
 @pytest.mark.parametrize("api", ["digits", "v2"])
 def test_png_and_jpeg_files_are_classified_as_the_model_does_in_process(
-    server: ServeProcess, drawings: list[Path], reference: Callable[..., np.ndarray], images: Images, api: str
+    server: ServeProcess, drawings: list[Path], reference: Callable[..., np.ndarray], mnist_images: Images, api: str
 ) -> None:
     done = digitserve("classify", "--target", server.target, "--api", api, "--json", *map(str, drawings))
     assert done.returncode == 0, done.stderr
@@ -60,8 +62,8 @@ def test_png_and_jpeg_files_are_classified_as_the_model_does_in_process(
     assert [row["label"] for row in report["images"]] == expected.argmax(axis=1).tolist()
     np.testing.assert_allclose(got, expected, atol=1e-5)
     # the preparation recovers the digits: the model is as right on the drawings as on MNIST itself
-    on_mnist = int((reference(images.pixels[:COUNT]).argmax(axis=1) == images.labels[:COUNT]).sum())
-    on_drawings = int((expected.argmax(axis=1) == images.labels[:COUNT]).sum())
+    on_mnist = int((reference(mnist_images.pixels[:COUNT]).argmax(axis=1) == mnist_images.labels[:COUNT]).sum())
+    on_drawings = int((expected.argmax(axis=1) == mnist_images.labels[:COUNT]).sum())
     assert on_drawings >= on_mnist - 2, (on_drawings, on_mnist)
 
 
@@ -80,11 +82,11 @@ def test_text_output_and_uint8_encoding(
 
 
 def test_mnist_test_prints_accuracy_latency_and_throughput(
-    server: ServeProcess, mnist_dir: Path, images: Images, reference: Callable[..., np.ndarray]
+    server: ServeProcess, mnist_dir: Path, mnist_images: Images, reference: Callable[..., np.ndarray]
 ) -> None:
     done = digitserve("classify", "--target", server.target, "--mnist-test", "200", "--data", str(mnist_dir))
     assert done.returncode == 0, done.stderr
-    correct = int((reference(images.pixels[:200]).argmax(axis=1) == images.labels[:200]).sum())
+    correct = int((reference(mnist_images.pixels[:200]).argmax(axis=1) == mnist_images.labels[:200]).sum())
     assert f"accuracy   {correct / 200:.2%} ({correct}/200)" in done.stdout
     latency = re.search(r"latency    p50 ([\d.]+) ms, p99 ([\d.]+) ms per request", done.stdout)
     throughput = re.search(r"throughput (\d+) images/s", done.stdout)

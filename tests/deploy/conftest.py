@@ -1,6 +1,8 @@
 """Fixtures for the deployment tests: the resolved compose file, a serving install made from the
-lock exactly as the serving image makes it, a model repository filled by the image's model job,
-real processes on ephemeral ports, and a throwaway certificate authority."""
+lock exactly as the serving image makes it, and a model repository filled by the image's model job.
+
+Server processes (`servers`) and the throwaway certificate authority (`certificates`) come from
+tests/support."""
 
 from __future__ import annotations
 
@@ -8,13 +10,13 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from deploy_files import (
+
+from tests.deploy.deploy_files import (
     ROOT,
     SERVE_DOCKERFILE,
     copy_sources,
@@ -23,7 +25,8 @@ from deploy_files import (
     run_compose,
     service_env,
 )
-from deploy_harness import Certificates, JobRun, Process, require_tool, run_model_job
+from tests.deploy.model_job import JobRun, run_model_job
+from tests.support.commands import require_tool
 
 
 @pytest.fixture(scope="session")
@@ -86,42 +89,3 @@ def job_repo(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path, compose:
         DIGITSERVE_SUBSET="2000",
     )
     return run_model_job(tmp_path_factory.mktemp("job-repo"), env=env)
-
-
-# -- real processes ------------------------------------------------------------------------------
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Any]:
-    started: list[Process] = []
-
-    def start(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> Process:
-        process = Process(argv, env, tmp_path / f"process-{len(started)}.log", cwd)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.close()
-
-
-# -- TLS -----------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    """A CA, a server certificate for localhost/127.0.0.1 and a client certificate, by openssl."""
-    openssl = require_tool("openssl")
-    d = tmp_path_factory.mktemp("tls")
-
-    def run(*args: str) -> None:
-        result = subprocess.run([openssl, *args], cwd=d, capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0, result.stderr
-
-    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    run("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-        "-subj", "/CN=digitserve test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    for name, usage, san in (("server", "serverAuth", "DNS:localhost,IP:127.0.0.1"),
-                             ("client", "clientAuth", "DNS:client")):
-        (d / f"{name}.ext").write_text(f"subjectAltName={san}\nextendedKeyUsage={usage}\n")
-        run("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-out", f"{name}.pem", "-extfile", f"{name}.ext")
-    return Certificates(d / "ca.pem", d / "server.pem", d / "server.key", d / "client.pem", d / "client.key")

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_files import (
+
+from digitserve.serve.cli import settings_from_args
+from tests.deploy.deploy_files import (
     COMPOSE_FILE,
     NON_FLAG_VARIABLES,
     PROJECT_VERSION,
@@ -29,9 +31,7 @@ from deploy_files import (
     stage_chain,
     unknown_variables,
 )
-from deploy_harness import require_tool
-
-from digitserve.serve.cli import settings_from_args
+from tests.support.commands import require_tool
 
 SERVERS = ("server", "server-gpu")
 
@@ -95,8 +95,9 @@ def test_server_ports_volume_healthcheck_and_lifecycle(compose: dict[str, Any], 
     assert health.target == f"127.0.0.1:{settings.port}"
     assert health.timeout < seconds(service["healthcheck"]["timeout"])
 
-    # Docker sends SIGKILL after stop_grace_period: the server's own grace must fit inside it.
-    assert seconds(service["stop_grace_period"]) >= settings.grace_seconds + 2
+    # Docker sends SIGKILL after stop_grace_period: the lame duck and the grace must fit inside it.
+    assert settings.drain_delay_seconds > 0
+    assert seconds(service["stop_grace_period"]) >= settings.drain_delay_seconds + settings.grace_seconds + 2
     assert service["networks"]["default"]["aliases"] == ["server"]
 
 
@@ -144,7 +145,7 @@ def test_web_settings_ports_and_volume(compose: dict[str, Any]) -> None:
     # the page's TF.js is where the serving image puts it
     _, stages = dockerfile_stages(ROOT / service["build"]["dockerfile"])
     image_env = env_of(stage_chain(stages, service["build"]["target"]))
-    assert args.node_modules == image_env["DIGITSERVE_NODE_MODULES"]
+    assert str(args.node_modules) == image_env["DIGITSERVE_NODE_MODULES"]  # a Path, as WebSettings declares
 
 
 def test_images_and_build_targets(compose: dict[str, Any]) -> None:

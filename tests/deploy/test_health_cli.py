@@ -16,10 +16,12 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
-from deploy_harness import VENV_BIN, Certificates, clean_env
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from digitserve.cli import main
+from tests.support.certs import Certificates
+from tests.support.commands import VENV_BIN, clean_env
+from tests.support.ports import free_port
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -56,12 +58,6 @@ def run_health(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str
     code = main(["health", *args])
     captured = capsys.readouterr()
     return code, captured.out.strip(), captured.err.strip()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_serving_exits_0_and_says_so(health_server: HealthServer, capsys: pytest.CaptureFixture[str]) -> None:

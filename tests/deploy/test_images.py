@@ -16,7 +16,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from deploy_files import (
+
+from tests.deploy.deploy_files import (
     MODEL_JOB,
     ROOT,
     SERVE_DOCKERFILE,
@@ -28,7 +29,7 @@ from deploy_files import (
     parse_cli,
     stage_chain,
 )
-from deploy_harness import require_tool
+from tests.support.commands import require_tool
 
 DOCKERFILES = (SERVE_DOCKERFILE, TRAIN_DOCKERFILE)
 TENSORFLOW_FAMILY = {"tensorflow", "tensorflow-cpu", "tensorflow-intel", "tf-keras", "keras", "tensorboard",

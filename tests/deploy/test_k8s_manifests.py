@@ -19,7 +19,11 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from deploy_files import (
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+
+from digitserve.serve.cli import settings_from_args
+from tests.deploy.deploy_files import (
     K8S_DIR,
     KSERVE_FILE,
     PROJECT_VERSION,
@@ -35,11 +39,7 @@ from deploy_files import (
     service_env,
     unknown_variables,
 )
-from deploy_harness import clean_env, require_tool
-from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
-
-from digitserve.serve.cli import settings_from_args
+from tests.support.commands import clean_env, require_tool
 
 # 1.30: the oldest release these manifests are written for (native gRPC probes are GA since
 # 1.27, appProtocol kubernetes.io/h2c is a standard value since 1.29).
@@ -147,12 +147,12 @@ def test_ports_probes_and_service_agree_with_the_settings() -> None:
     assert resources()[("Service", "digitserve-headless")]["spec"]["clusterIP"] == "None"
 
 
-def test_termination_grace_covers_the_prestop_sleep_and_the_server_grace() -> None:
+def test_termination_grace_covers_the_lame_duck_and_the_server_grace() -> None:
     container = server_container()
     settings = settings_from_args(parse_cli(["serve"], container_env(container, config_maps())))
-    prestop = prestop_seconds(container)
-    assert prestop > 0, "a preStop sleep lets endpoint removal spread before the server drains"
-    assert pod_spec()["terminationGracePeriodSeconds"] >= prestop + settings.grace_seconds + 2
+    assert settings.drain_delay_seconds > 0, "a lame duck lets endpoint removal spread before refusals"
+    assert prestop_seconds(container) == 0, "the lame duck replaces the preStop sleep"
+    assert pod_spec()["terminationGracePeriodSeconds"] >= settings.drain_delay_seconds + settings.grace_seconds + 2
 
 
 def test_scaling_and_disruption_target_the_server_pods() -> None:
@@ -296,9 +296,11 @@ def test_inferenceservice_runs_our_server_speaking_grpc() -> None:
     assert port == {"name": "h2c", "containerPort": settings.port, "protocol": "TCP"}, \
         "KServe recognises a gRPC (HTTP/2) predictor port by the name h2c"
     assert container["readinessProbe"]["grpc"]["port"] == settings.port
-    assert predictor["terminationGracePeriodSeconds"] >= prestop_seconds(container) + settings.grace_seconds + 2
+    assert prestop_seconds(container) == 0 and settings.drain_delay_seconds > 0
+    assert predictor["terminationGracePeriodSeconds"] >= settings.drain_delay_seconds + settings.grace_seconds + 2
     # the same server as the Deployment: name, port, grace, device
     k8s = container_env(server_container(), config_maps())
     for key in ("DIGITSERVE_NAME", "DIGITSERVE_PORT", "DIGITSERVE_METRICS_PORT", "DIGITSERVE_GRACE_SECONDS",
+                "DIGITSERVE_DRAIN_DELAY_SECONDS",
                 "DIGITSERVE_DEVICE", "DIGITSERVE_INTRA_OP_THREADS"):
         assert env[key] == k8s[key], key

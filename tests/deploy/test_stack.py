@@ -23,10 +23,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from deploy_files import parse_cli, service_env
-from deploy_harness import JobRun, Process, clean_env, run_model_job
-
 from digitserve.web.paths import TFJS_DIST, TFJS_FILES
+from tests.deploy.deploy_files import parse_cli, service_env
+from tests.deploy.model_job import JobRun, run_model_job
+from tests.support.commands import clean_env
+from tests.support.server import Servers
 
 
 def serving_env(venv: Path, compose_env: dict[str, str], **changes: str) -> dict[str, str]:
@@ -68,15 +69,15 @@ def test_model_job_rejects_unknown_arguments(tmp_path: Path) -> None:
 
 # -- server ------------------------------------------------------------------------------------------
 def test_server_starts_reports_health_serves_metrics_and_drains(
-    compose: dict[str, Any], serving_venv: Path, job_repo: JobRun, processes: Any, mnist_dir: Path
+    compose: dict[str, Any], serving_venv: Path, job_repo: JobRun, servers: Servers, mnist_dir: Path
 ) -> None:
     assert job_repo.returncode == 0, job_repo.log
     service = compose["services"]["server"]
     env = serving_env(serving_venv, service_env(service), DIGITSERVE_REPO=str(job_repo.repo),
                       DIGITSERVE_PORT="0", DIGITSERVE_METRICS_PORT="0")
-    server: Process = processes([str(serving_venv / "bin" / service["command"][0]), *service["command"][1:]], env)
-    port = int(server.wait_for(r"listening on 0\.0\.0\.0:(\d+)").group(1))
-    metrics_port = int(server.wait_for(r"metrics on http://0\.0\.0\.0:(\d+)/metrics").group(1))
+    server = servers.start([str(serving_venv / "bin" / service["command"][0]), *service["command"][1:]], env)
+    port = int(server.wait_for_log(r"listening on 0\.0\.0\.0:(\d+)").group(1))
+    metrics_port = int(server.wait_for_log(r"metrics on http://0\.0\.0\.0:(\d+)/metrics").group(1))
     target = f"127.0.0.1:{port}"
 
     # the compose healthcheck's command, pointed at this port, until the model is warm
@@ -115,7 +116,7 @@ def test_server_starts_reports_health_serves_metrics_and_drains(
 
 # -- web ---------------------------------------------------------------------------------------------
 def test_web_serves_the_page_and_the_repository(
-    compose: dict[str, Any], serving_venv: Path, job_repo: JobRun, processes: Any, tmp_path: Path
+    compose: dict[str, Any], serving_venv: Path, job_repo: JobRun, servers: Servers, tmp_path: Path
 ) -> None:
     assert job_repo.returncode == 0, job_repo.log
     service = compose["services"]["web"]
@@ -129,9 +130,9 @@ def test_web_serves_the_page_and_the_repository(
         (dist / name).write_bytes((source / name).read_bytes())
     env = serving_env(serving_venv, compose_env, DIGITSERVE_REPO=str(job_repo.repo), DIGITSERVE_PORT="0",
                       DIGITSERVE_NODE_MODULES=str(app))
-    web: Process = processes([str(serving_venv / "bin" / service["command"][0]), *service["command"][1:]], env,
-                             cwd=tmp_path)
-    url = web.wait_for(r"the drawing page is at (http://\S+)").group(1)
+    web = servers.start([str(serving_venv / "bin" / service["command"][0]), *service["command"][1:]], env,
+                        cwd=tmp_path)
+    url = web.wait_for_log(r"the drawing page is at (http://\S+)").group(1)
     base = url.replace("0.0.0.0", "127.0.0.1").rstrip("/")
 
     def get(path: str) -> tuple[int, bytes]:

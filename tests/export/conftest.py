@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
+from digitserve.manifest import Manifest
 from digitserve.mnist import Mnist, load_mnist
+from digitserve.repository import ModelRepository
 
 
 @pytest.fixture(scope="session")
@@ -37,8 +39,14 @@ def copy_repo(tmp_path: Path) -> Callable[[Path], Path]:
 
 
 @pytest.fixture(scope="session")
-def manifest(exported_repo: Path) -> dict[str, Any]:
+def manifest_json(exported_repo: Path) -> dict[str, Any]:
+    """The exported manifest as it is on disk, for the tests of the file format itself."""
     return dict(json.loads((exported_repo / "digits" / "1" / "manifest.json").read_text()))
+
+
+@pytest.fixture(scope="session")
+def manifest(exported_repo: Path) -> Manifest:
+    return ModelRepository(exported_repo, "digits").read_manifest(1)
 
 
 @pytest.fixture

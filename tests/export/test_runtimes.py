@@ -20,6 +20,7 @@ from ai_edge_litert.interpreter import Interpreter
 from digitserve.contract import images_to_pixels
 from digitserve.export import tfjs_node
 from digitserve.export.source import load_keras_model, predict
+from digitserve.repository import KERAS_FILE
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def version(exported_repo: Path) -> Path:
 def sample(mnist: Any, version: Path) -> tuple[np.ndarray, np.ndarray]:
     """Twenty test images and the Keras model's probabilities for them."""
     pixels = images_to_pixels(mnist.x_test[:20])
-    return pixels, predict(load_keras_model(version / "model.keras"), pixels)
+    return pixels, predict(load_keras_model(version / KERAS_FILE), pixels)
 
 
 def test_onnx_has_the_contract_and_runs_any_batch(

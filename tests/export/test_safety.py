@@ -24,6 +24,7 @@ from digitserve.export import (
     to_tflite,
     verify,
 )
+from digitserve.repository import KERAS_FILE
 
 
 def test_corrupt_model_keras_fails_clearly_and_changes_nothing(
@@ -100,7 +101,7 @@ def test_interrupt_during_verification_changes_nothing(
     def interrupted(*args: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(verify, "run_artifact", interrupted)
+    monkeypatch.setattr(verify, "run_onnx", interrupted)
     with pytest.raises(KeyboardInterrupt):
         export_version(root, "digits", 1, formats="onnx", data=mnist)
     assert snapshot(root) == before
@@ -187,7 +188,7 @@ def test_publishes_with_two_renames_where_exchange_is_unsupported(
     monkeypatch.setattr(publish, "exchange", unsupported)
     result = export_version(root, "digits", 1, formats="onnx", data=mnist)
     manifest = json.loads((root / "digits/1/manifest.json").read_text())
-    assert manifest == result.manifest and list(manifest["artifacts"]) == ["onnx"]
+    assert manifest == result.manifest.to_json() and list(result.manifest.artifacts) == ["onnx"]
     assert (root / "digits/1/train/metrics.json").is_file()
     assert sorted(p.name for p in (root / "digits").iterdir()) == ["1"]
 
@@ -198,11 +199,11 @@ def test_without_train_metrics_the_model_describes_itself(
     root = copy_repo(trained_repo)
     (root / "digits/1/train/metrics.json").unlink()
     result = export_version(root, "digits", 1, formats="onnx", data=mnist)
-    model = result.manifest["model"]
-    assert model["architecture"] == "softmax" and model["parameters"] == 7850
-    assert model["training"] is None
-    assert model["test_accuracy"] == pytest.approx(
-        result.manifest["artifacts"]["onnx"]["parity"]["keras_accuracy"])
+    model = result.manifest.model
+    assert model.architecture == "softmax" and model.parameters == 7850
+    assert model.training is None
+    parity = result.manifest.artifacts["onnx"].parity
+    assert parity is not None and model.test_accuracy == pytest.approx(parity.keras_accuracy)
 
 
 def test_missing_model_and_version_fail_before_any_work(tmp_path: Path) -> None:
@@ -224,7 +225,7 @@ def test_models_that_need_unsafe_deserialisation_are_refused(tmp_path: Path, mni
     scaled = keras.layers.Lambda(lambda x: x * 1.0)(pixels)
     outputs = keras.layers.Dense(10, activation="softmax", name="probabilities")(scaled)
     (tmp_path / "digits" / "1").mkdir(parents=True)
-    keras.Model(pixels, outputs).save(tmp_path / "digits" / "1" / "model.keras")
+    keras.Model(pixels, outputs).save(tmp_path / "digits" / "1" / KERAS_FILE)
     with pytest.raises(ModelRepositoryError, match="Keras' safe mode refuses it"):
         export_version(tmp_path, "digits", 1, formats="onnx", data=mnist)
-    assert sorted(p.name for p in (tmp_path / "digits" / "1").iterdir()) == ["model.keras"]
+    assert sorted(p.name for p in (tmp_path / "digits" / "1").iterdir()) == [KERAS_FILE]

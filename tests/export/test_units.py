@@ -12,9 +12,10 @@ import pytest
 from digitserve.errors import UsageError
 from digitserve.export import publish
 from digitserve.export.report import format_size, format_table
-from digitserve.export.targets import is_quantised, parse_formats
+from digitserve.export.targets import EXPORT_FOLDERS, FORMATS, TARGETS, parse_formats
 from digitserve.export.to_tfjs import rename_signature_nodes
-from digitserve.repository import ModelRepository
+from digitserve.manifest import Artifact, Manifest, ModelSummary, Parity
+from digitserve.repository import KERAS_FILE, ModelRepository
 
 
 def test_parse_formats_orders_and_rejects() -> None:
@@ -25,9 +26,20 @@ def test_parse_formats_orders_and_rejects() -> None:
 
 
 def test_quantised_targets() -> None:
-    assert is_quantised("tflite-int8", None)
-    assert not is_quantised("tflite", None)
-    assert not is_quantised("tfjs", "none") and is_quantised("tfjs", "float16")
+    assert TARGETS["tflite-int8"].is_quantised(None)
+    assert not TARGETS["tflite"].is_quantised(None)
+    assert not TARGETS["tfjs"].is_quantised("none") and TARGETS["tfjs"].is_quantised("float16")
+    assert not TARGETS["tflite"].is_quantised("float16")  # --tfjs-quantization is TF.js's alone
+
+
+def test_every_target_is_one_complete_entry() -> None:
+    """A format is one table entry: its file, converter and runtime; only ONNX skips the SavedModel."""
+    assert FORMATS == ("onnx", "tfjs", "tflite", "tflite-int8")
+    assert EXPORT_FOLDERS == ("onnx", "tfjs", "tflite")
+    for key, target in TARGETS.items():
+        assert target.key == key and callable(target.convert) and callable(target.run)
+        assert target.path == f"{target.folder}/{target.filename}"
+    assert [key for key, target in TARGETS.items() if not target.from_saved_model] == ["onnx"]
 
 
 def test_exchange_swaps_two_folders_atomically(tmp_path: Path) -> None:
@@ -42,14 +54,14 @@ def test_exchange_swaps_two_folders_atomically(tmp_path: Path) -> None:
 def test_staged_copy_links_everything_but_what_export_owns(tmp_path: Path) -> None:
     version = tmp_path / "digits" / "1"
     (version / "train").mkdir(parents=True)
-    (version / "model.keras").write_bytes(b"weights")
+    (version / KERAS_FILE).write_bytes(b"weights")
     (version / "train" / "metrics.json").write_text("{}")
     (version / "onnx").mkdir()
     (version / "manifest.json").write_text("{}")
     with publish.staged_copy(version, skip=("onnx", "manifest.json")) as stage:
         assert stage.parent == version.parent and stage.name.startswith(".1.export-")
-        assert sorted(p.name for p in stage.iterdir()) == ["model.keras", "train"]
-        assert (stage / "model.keras").stat().st_ino == (version / "model.keras").stat().st_ino
+        assert sorted(p.name for p in stage.iterdir()) == [KERAS_FILE, "train"]
+        assert (stage / KERAS_FILE).stat().st_ino == (version / KERAS_FILE).stat().st_ino
         assert (stage / "train" / "metrics.json").read_text() == "{}"
     assert not stage.exists()
 
@@ -76,11 +88,12 @@ def test_rename_signature_nodes_rewrites_references() -> None:
 
 
 def test_table_reads_like_the_manifest() -> None:
-    parity = {"accuracy": 0.9231, "keras_accuracy": 0.9232, "top1_agreement": 0.9987,
-              "max_abs_diff": 0.031, "seconds": 0.4}
-    manifest = {"model": {"test_accuracy": 0.9232}, "artifacts": {
-        "tflite-int8": {"path": "tflite/model_int8.tflite", "bytes": 10_000,
-                        "conversion_seconds": 1.25, "parity": parity}}}
+    parity = Parity(runtime="LiteRT", images=10_000, accuracy=0.9231, keras_accuracy=0.9232,
+                    top1_agreement=0.9987, label_disagreements=13, max_abs_diff=0.031,
+                    mean_abs_diff=0.001, worst_image=7, seconds=0.4)
+    manifest = Manifest("digits", 1, ModelSummary(test_accuracy=0.9232), artifacts={
+        "tflite-int8": Artifact(path="tflite/model_int8.tflite", sha256="ab" * 32, bytes=10_000,
+                                conversion_seconds=1.25, parity=parity)})
     text = format_table(manifest)
     assert text.splitlines()[3].split() == ["tflite-int8", "tflite/model_int8.tflite", "9.8", "KB",
                                             "0.9231", "99.87%", "3.1e-02", "1.2", "s", "0.4", "s"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digitserve.bench.launch import ServeProcess
+from tests.support.server import ServeProcess
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -32,9 +32,8 @@ def triton_python() -> Path:
 @pytest.fixture(scope="module")
 def server(exported_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     log = tmp_path_factory.mktemp("interop") / "serve.log"
-    flags = ["--device", "cpu", "--metrics-port", "0", "--intra-op-threads", "1"]
-    with ServeProcess(exported_repo, flags, log).wait_serving() as process:
-        yield process
+    with ServeProcess.serve(["--repo", str(exported_repo)], log) as process:
+        yield process.wait_serving()
 
 
 def test_tritonclient_drives_health_metadata_and_infer(

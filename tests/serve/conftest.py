@@ -1,4 +1,7 @@
-"""Serving fixtures: MNIST test images, a real exported model repository, real servers."""
+"""Serving fixtures: a real exported model repository, in-process servers, slow models.
+
+MNIST test images (`mnist_images`) and server processes (`servers`) come from tests/support.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +12,10 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from serve_harness import Images, ServeProcess, ServerThread, Stubs, server_settings
-from serve_models import SLOW_SIZE, Weights, fit_softmax, write_version
 
 from digitserve.serve.settings import ServeSettings
-
-
-@pytest.fixture(scope="session")
-def mnist_test_images(mnist_dir: Path) -> Images:
-    from digitserve.mnist import load_mnist
-
-    data = load_mnist(mnist_dir)
-    raw = data.x_test[:512].reshape(-1, 784)
-    return Images(raw, raw.astype(np.float32) / np.float32(255.0), data.y_test[:512])
+from tests.serve.in_process import ServerThread, Stubs, server_settings
+from tests.serve.serve_models import SLOW_SIZE, Weights, fit_softmax, write_version
 
 
 @pytest.fixture(scope="session")
@@ -86,20 +80,6 @@ def reference(model_repo: Path) -> Any:
         str(model_repo / "digits" / "1" / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"]
     )
     return lambda pixels: session.run(["probabilities"], {"pixels": pixels})[0]
-
-
-@pytest.fixture
-def serve_process(tmp_path: Path) -> Iterator[Any]:
-    processes: list[ServeProcess] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> ServeProcess:
-        process = ServeProcess(list(args), tmp_path / f"serve-{len(processes)}.log", env)
-        processes.append(process)
-        return process
-
-    yield start
-    for process in processes:
-        process.close()
 
 
 @pytest.fixture(scope="session")

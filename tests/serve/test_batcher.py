@@ -1,12 +1,18 @@
-"""The dynamic batcher against a small fake model (no ONNX Runtime, no gRPC)."""
+"""The dynamic batcher against a small fake model (no ONNX Runtime, no gRPC).
+
+No test sleeps to let the batcher "get there": the fake model reports each batch it enters and
+leaves, and holds it until released, so a test waits for exactly the state it asserts; what
+the batcher does on the event loop alone (queueing, taking chunks) needs only loop turns.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
@@ -17,43 +23,66 @@ from digitserve.serve.batcher import DEADLINE_SLACK, Batcher, ModelExecutionFail
 from digitserve.serve.errors import DeadlineExceeded, Draining, QueueFull
 
 T = TypeVar("T")
+A_MINUTE_US = 60_000_000  # a queue delay no test waits out: batches close by filling up
+
+
+class Changes:
+    """Wakes coroutines on the test's event loop when a fake's state changes, from any thread."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    async def until(self, predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            self._event.clear()  # notify() always sets it later, on the loop: no wake-up is lost
+            await self._event.wait()
 
 
 class FakeModel:
-    """Returns each image's first pixel in column 0 (so rows are traceable); records batches."""
+    """Returns each image's first pixel in column 0 (so rows are traceable); records batches.
 
-    def __init__(self, delay: float = 0.0, fail: bool = False, tag: float = 0.0):
-        self.delay = delay
+    Each batch is recorded as it enters run(); with `hold` it then waits for `release`.
+    """
+
+    def __init__(self, fail: bool = False, tag: float = 0.0, hold: bool = False):
         self.fail = fail
         self.tag = tag
         self.batches: list[np.ndarray] = []
         self.release = threading.Event()
-        self.release.set()
+        if not hold:
+            self.release.set()
         self.info = SimpleNamespace(name="fake", version=1)
         self.running = self.most_running = 0
         self._lock = threading.Lock()
+        self._changes = Changes()
 
     def run(self, pixels: np.ndarray, instance: int = 0) -> np.ndarray:
         with self._lock:
+            self.batches.append(pixels.copy())
             self.running += 1
             self.most_running = max(self.most_running, self.running)
+        self._changes.notify()
         try:
-            return self._run(pixels)
+            self.release.wait(10)
+            if self.fail:
+                raise RuntimeError("boom")
+            out = np.zeros((len(pixels), 10), dtype=np.float32)
+            out[:, 0] = pixels[:, 0]
+            out[:, 1] = self.tag
+            return out
         finally:
             with self._lock:
                 self.running -= 1
+            self._changes.notify()
 
-    def _run(self, pixels: np.ndarray) -> np.ndarray:
-        self.release.wait(10)
-        self.batches.append(pixels.copy())
-        if self.delay:
-            time.sleep(self.delay)
-        if self.fail:
-            raise RuntimeError("boom")
-        out = np.zeros((len(pixels), 10), dtype=np.float32)
-        out[:, 0] = pixels[:, 0]
-        out[:, 1] = self.tag
-        return out
+    async def until_running(self, batches: int) -> None:
+        """Wait until `batches` batches are inside run() at once."""
+        await self._changes.until(lambda: self.running == batches)
 
     @property
     def images(self) -> int:
@@ -61,19 +90,25 @@ class FakeModel:
 
 
 class Recorder:
+    """The batcher's observer: what it reported, and a wait for reports to come."""
+
     def __init__(self) -> None:
         self.done: list[int] = []
         self.failed: list[int] = []
         self.drops: list[tuple[int, str]] = []
+        self.changes = Changes()
 
     def batch_done(self, model: Any, images: int, queue_seconds: Any, compute_seconds: float) -> None:
         self.done.append(images)
+        self.changes.notify()
 
     def batch_failed(self, model: Any, images: int) -> None:
         self.failed.append(images)
+        self.changes.notify()
 
     def dropped(self, images: int, reason: str) -> None:
         self.drops.append((images, reason))
+        self.changes.notify()
 
 
 def images(ids: list[int] | range) -> np.ndarray:
@@ -96,11 +131,31 @@ def make(**kwargs: Any) -> tuple[Batcher, Recorder]:
     return batcher, recorder
 
 
+async def turns(predicate: Callable[[], bool], limit: int = 100) -> None:
+    """Let the event loop take turns until `predicate()` holds; no time passes (sleep(0) only
+    yields). For state the batcher changes on the loop itself, where the fakes see nothing."""
+    for _ in range(limit):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"not reached in {limit} turns of the event loop")
+
+
+async def submitted(coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """The call as a task that has run to its first await: for submit(), its images are queued."""
+    task = asyncio.create_task(coroutine)
+    await turns(lambda: inspect.getcoroutinestate(coroutine) != inspect.CORO_CREATED)
+    return task
+
+
 def test_concurrent_single_images_are_batched_and_results_do_not_cross() -> None:
     async def scenario() -> None:
-        model = FakeModel(delay=0.01)
+        model = FakeModel(hold=True)  # the first batch waits in the model while the rest queue
         batcher, recorder = make(max_batch_size=8)
-        results = await asyncio.gather(*(batcher.submit(images([i]), model) for i in range(40)))
+        calls = [asyncio.create_task(batcher.submit(images([i]), model)) for i in range(40)]
+        await model.until_running(1)
+        model.release.set()
+        results = await asyncio.gather(*calls)
         await batcher.close()
         for i, result in enumerate(results):
             assert result.shape == (1, 10) and result[0, 0] == i
@@ -124,13 +179,11 @@ def test_big_request_is_split_and_reassembled_in_order() -> None:
 
 def test_queue_full_is_refused_without_queueing() -> None:
     async def scenario() -> None:
-        model = FakeModel()
-        model.release.clear()  # the first batch blocks inside the model
+        model = FakeModel(hold=True)  # the first batch blocks inside the model
         batcher, _ = make(max_batch_size=4, max_queue_images=10)
         first = asyncio.create_task(batcher.submit(images(range(4)), model))
-        await asyncio.sleep(0.05)  # now running: the queue is empty again
-        queued = asyncio.create_task(batcher.submit(images(range(8)), model))
-        await asyncio.sleep(0)
+        await model.until_running(1)  # now running: the queue is empty again
+        queued = await submitted(batcher.submit(images(range(8)), model))
         assert batcher.queued_images == 8
         with pytest.raises(QueueFull, match="queue full: 8 images are waiting"):
             await batcher.submit(images(range(3)), model)
@@ -144,13 +197,12 @@ def test_queue_full_is_refused_without_queueing() -> None:
 
 def test_expired_requests_never_reach_the_model() -> None:
     async def scenario() -> None:
-        model = FakeModel()
-        model.release.clear()
+        model = FakeModel(hold=True)
         batcher, recorder = make(max_batch_size=4)
         busy = asyncio.create_task(batcher.submit(images([1]), model))
-        await asyncio.sleep(0.05)
-        late = asyncio.create_task(batcher.submit(images([99]), model, deadline=time.monotonic() + 0.05))
-        await asyncio.sleep(0.15)
+        await model.until_running(1)
+        # the deadline passes while the call waits behind the busy batch
+        late = await submitted(batcher.submit(images([99]), model, deadline=time.monotonic()))
         model.release.set()
         with pytest.raises(DeadlineExceeded, match="before the model ran"):
             await late
@@ -164,20 +216,17 @@ def test_expired_requests_never_reach_the_model() -> None:
 
 def test_cancelled_requests_never_reach_the_model() -> None:
     async def scenario() -> None:
-        model = FakeModel()
-        model.release.clear()
+        model = FakeModel(hold=True)
         batcher, recorder = make(max_batch_size=4)
         busy = asyncio.create_task(batcher.submit(images([1]), model))
-        await asyncio.sleep(0.05)
-        doomed = asyncio.create_task(batcher.submit(images(range(100, 106)), model))
-        await asyncio.sleep(0.01)
+        await model.until_running(1)
+        doomed = await submitted(batcher.submit(images(range(100, 106)), model))
         doomed.cancel()
-        await asyncio.sleep(0.01)
+        with pytest.raises(asyncio.CancelledError):
+            await doomed  # done: its chunks (4 + 2 images) are cancelled, still queued
         model.release.set()
         await busy
-        with pytest.raises(asyncio.CancelledError):
-            await doomed
-        await asyncio.sleep(0.05)
+        await recorder.changes.until(lambda: len(recorder.drops) == 2)  # the worker came to them
         await batcher.close()
         assert model.images == 1
         assert sorted(recorder.drops) == [(2, "cancelled"), (4, "cancelled")]
@@ -187,11 +236,10 @@ def test_cancelled_requests_never_reach_the_model() -> None:
 
 def test_every_waiting_caller_gets_the_error_when_a_batch_fails() -> None:
     async def scenario() -> None:
-        model = FakeModel(fail=True)
-        model.release.clear()
+        model = FakeModel(fail=True, hold=True)
         batcher, recorder = make(max_batch_size=16)
         calls = [asyncio.create_task(batcher.submit(images([i]), model)) for i in range(5)]
-        await asyncio.sleep(0.02)
+        await model.until_running(1)
         model.release.set()
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
         assert all(isinstance(o, ModelExecutionFailed) for o in outcomes), outcomes
@@ -208,9 +256,9 @@ def test_every_waiting_caller_gets_the_error_when_a_batch_fails() -> None:
 def test_queue_delay_waits_to_fill_a_batch() -> None:
     async def scenario() -> None:
         model = FakeModel()
-        batcher, _ = make(max_batch_size=4, max_queue_delay_us=200_000)
-        first = asyncio.create_task(batcher.submit(images([0]), model))
-        await asyncio.sleep(0.05)  # well inside the delay: the batch is still open
+        batcher, _ = make(max_batch_size=4, max_queue_delay_us=A_MINUTE_US)
+        first = await submitted(batcher.submit(images([0]), model))
+        await turns(lambda: batcher.queued_images == 0)  # taken by the worker: the batch is open
         rest = [asyncio.create_task(batcher.submit(images([i]), model)) for i in (1, 2, 3)]
         await asyncio.gather(first, *rest)
         await batcher.close()
@@ -219,47 +267,44 @@ def test_queue_delay_waits_to_fill_a_batch() -> None:
     run(scenario())
 
 
-@pytest.mark.parametrize(("delay_us", "waits"), [(0, False), (60_000_000, True)])
+@pytest.mark.parametrize(("delay_us", "waits"), [(0, False), (A_MINUTE_US, True)])
 def test_zero_delay_does_not_wait(delay_us: int, waits: bool) -> None:
     """A lone request in a batch of 4 reaches the model at once with no delay; with a delay it
-    waits for company (here a minute: far beyond the 5 s this test allows)."""
+    waits for company: three calls sent once the worker took it join its batch."""
 
     async def scenario() -> None:
-        model = FakeModel()
-        model.release.clear()  # hold the model: we only look at whether the request got there
+        model = FakeModel(hold=True)  # hold the model: we only look at which batch got there first
         batcher, _ = make(max_batch_size=4, max_queue_delay_us=delay_us)
-        call = asyncio.create_task(batcher.submit(images([0]), model))
-
-        async def reached_the_model() -> None:
-            while not model.running:
-                await asyncio.sleep(0.01)
-
-        try:
-            await asyncio.wait_for(reached_the_model(), 5)
-        except TimeoutError:
+        call = await submitted(batcher.submit(images([0]), model))
+        await turns(lambda: batcher.queued_images == 0)  # taken: sent to the model, or waiting
+        company = [asyncio.create_task(batcher.submit(images([i]), model)) for i in (1, 2, 3)]
+        await model.until_running(1)
+        if len(model.batches[0]) > 1:
             assert waits, "a lone call waited although the delay is 0"
         else:
             assert not waits, "a lone call ran without waiting out its delay"
         model.release.set()
         await batcher.close()
-        with contextlib.suppress(Draining):
-            await call
+        for each in (call, *company):
+            with contextlib.suppress(Draining):
+                await each
 
     run(scenario())
 
 
 def test_closing_fails_callers_whose_batch_is_forming_or_running() -> None:
     async def scenario() -> None:
-        forming_model, running_model = FakeModel(), FakeModel()
-        running_model.release.clear()
-        waiting, _ = make(max_batch_size=4, max_queue_delay_us=60_000_000)
-        forming = asyncio.create_task(waiting.submit(images([0]), forming_model))
+        forming_model, running_model = FakeModel(), FakeModel(hold=True)
+        waiting, _ = make(max_batch_size=4, max_queue_delay_us=A_MINUTE_US)
+        forming = await submitted(waiting.submit(images([0]), forming_model))
         busy, _ = make(max_batch_size=4)
         running = asyncio.create_task(busy.submit(images([1]), running_model))
-        while not running_model.running:
-            await asyncio.sleep(0.01)
+        await running_model.until_running(1)
+        await turns(lambda: waiting.queued_images == 0)
         await waiting.close()  # the batch waits for company: taken from the queue, not yet run
-        threading.Timer(0.2, running_model.release.set).start()  # close waits for the model thread
+        # close waits for the model thread: release it once close() has cancelled the worker
+        # (close runs up to its first await before this callback)
+        asyncio.get_running_loop().call_soon(running_model.release.set)
         await busy.close()
         for call in (forming, running):
             with pytest.raises(Draining):
@@ -278,11 +323,11 @@ def test_the_clock_slack_labels_drops_but_never_expires_a_request_early() -> Non
 def test_idle_instances_do_not_split_a_filling_batch() -> None:
     async def scenario() -> None:
         model = FakeModel()
-        batcher, _ = make(max_batch_size=4, max_queue_delay_us=300_000, instances=3)
+        batcher, _ = make(max_batch_size=4, max_queue_delay_us=A_MINUTE_US, instances=3)
         calls = []
-        for i in range(4):
-            calls.append(asyncio.create_task(batcher.submit(images([i]), model)))
-            await asyncio.sleep(0.02)  # each arrives alone, well inside the delay
+        for i in range(4):  # each arrives alone, and one worker takes it into the open batch
+            calls.append(await submitted(batcher.submit(images([i]), model)))
+            await turns(lambda: batcher.queued_images == 0)
         results = await asyncio.gather(*calls)
         await batcher.close()
         assert [len(b) for b in model.batches] == [4]
@@ -293,13 +338,11 @@ def test_idle_instances_do_not_split_a_filling_batch() -> None:
 
 def test_a_batch_never_mixes_two_models() -> None:
     async def scenario() -> None:
-        old, new = FakeModel(tag=1.0), FakeModel(tag=2.0)
-        old.release.clear()
+        old, new = FakeModel(tag=1.0, hold=True), FakeModel(tag=2.0)
         batcher, _ = make(max_batch_size=16)
         busy = asyncio.create_task(batcher.submit(images([0]), old))
-        await asyncio.sleep(0.05)
-        calls = [asyncio.create_task(batcher.submit(images([i]), old if i < 4 else new)) for i in range(1, 8)]
-        await asyncio.sleep(0.01)
+        await old.until_running(1)
+        calls = [await submitted(batcher.submit(images([i]), old if i < 4 else new)) for i in range(1, 8)]
         old.release.set()
         results = await asyncio.gather(busy, *calls)
         await batcher.close()
@@ -312,12 +355,10 @@ def test_a_batch_never_mixes_two_models() -> None:
 
 def test_instances_run_batches_in_parallel() -> None:
     async def scenario() -> None:
-        model = FakeModel()
-        model.release.clear()  # hold every run until both instances are inside the model
+        model = FakeModel(hold=True)  # hold every run until both instances are inside the model
         batcher, _ = make(max_batch_size=1, instances=2)
         calls = [asyncio.create_task(batcher.submit(images([i]), model)) for i in range(4)]
-        while model.running < 2:
-            await asyncio.sleep(0.01)
+        await model.until_running(2)
         model.release.set()
         results = await asyncio.gather(*calls)
         await batcher.close()
@@ -328,13 +369,11 @@ def test_instances_run_batches_in_parallel() -> None:
 
 def test_closed_batcher_refuses_and_fails_what_is_queued() -> None:
     async def scenario() -> None:
-        model = FakeModel()
-        model.release.clear()
+        model = FakeModel(hold=True)
         batcher, _ = make(max_batch_size=1)
         busy = asyncio.create_task(batcher.submit(images([0]), model))
-        await asyncio.sleep(0.05)
-        queued = asyncio.create_task(batcher.submit(images([1]), model))
-        await asyncio.sleep(0.01)
+        await model.until_running(1)
+        queued = await submitted(batcher.submit(images([1]), model))
         model.release.set()
         await batcher.close()
         with pytest.raises(Draining):

@@ -9,10 +9,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from serve_harness import Images, ServerThread, Stubs, server_settings
 
-from digitserve.serve.proto import digits_pb2 as d
-from digitserve.serve.proto import grpc_service_pb2 as v2
+from digitserve.wire.proto import digits_pb2 as d
+from digitserve.wire.proto import grpc_service_pb2 as v2
+from tests.serve.in_process import ServerThread, Stubs, server_settings
+from tests.support.images import Images
 
 COMPUTED = "nv_inference_count_total"
 EXECUTIONS = "nv_inference_exec_count_total"
@@ -34,16 +35,16 @@ def wait_for_metric(server: ServerThread, name: str, value: float, timeout: floa
 def test_concurrent_single_image_calls_are_batched_and_never_cross(
     make_server: Callable[..., ServerThread],
     model_repo: Path,
-    mnist_test_images: Images,
+    mnist_images: Images,
     reference: Callable[..., np.ndarray],
 ) -> None:
     server = make_server(server_settings(model_repo))
-    expected = reference(mnist_test_images.pixels)
+    expected = reference(mnist_images.pixels)
     calls = 384
     with grpc.insecure_channel(server.target) as channel:
         stubs = Stubs(channel)
         futures = [
-            stubs.digits.Classify.future(one_image(mnist_test_images, i % 512), timeout=60) for i in range(calls)
+            stubs.digits.Classify.future(one_image(mnist_images, i % 512), timeout=60) for i in range(calls)
         ]
         responses = [f.result() for f in futures]
     for i, response in enumerate(responses):
@@ -60,15 +61,15 @@ def test_concurrent_single_image_calls_are_batched_and_never_cross(
 def test_a_request_larger_than_the_max_batch_is_split_and_reassembled(
     make_server: Callable[..., ServerThread],
     model_repo: Path,
-    mnist_test_images: Images,
+    mnist_images: Images,
     reference: Callable[..., np.ndarray],
 ) -> None:
     server = make_server(server_settings(model_repo, max_batch_size=64))
     with grpc.insecure_channel(server.target) as channel:
-        request = d.ClassifyRequest(uint8=mnist_test_images.uint8[:150].tobytes())
+        request = d.ClassifyRequest(uint8=mnist_images.uint8[:150].tobytes())
         response = Stubs(channel).digits.Classify(request, timeout=30)
     got = np.array([list(p.probabilities) for p in response.predictions], np.float32)
-    np.testing.assert_allclose(got, reference(mnist_test_images.pixels[:150]), atol=1e-6)
+    np.testing.assert_allclose(got, reference(mnist_images.pixels[:150]), atol=1e-6)
     assert server.metric(EXECUTIONS) == 3  # 64 + 64 + 22
     assert server.metric("digitserve_batch_size_count") == 3
 
@@ -151,7 +152,7 @@ def test_the_event_loop_keeps_answering_while_the_model_computes(slow_server: Se
 def test_with_a_queue_delay_calls_gone_while_the_batch_waits_are_not_computed(
     make_server: Callable[..., ServerThread],
     model_repo: Path,
-    mnist_test_images: Images,
+    mnist_images: Images,
     reference: Callable[..., np.ndarray],
 ) -> None:
     server = make_server(server_settings(model_repo, max_batch_size=8, max_queue_delay_us=3_000_000))
@@ -166,9 +167,9 @@ def test_with_a_queue_delay_calls_gone_while_the_batch_waits_are_not_computed(
         assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert wait_for_metric(server, DROPPED, 3) == 3
         started = time.monotonic()
-        after = stubs.digits.Classify(one_image(mnist_test_images, 7), timeout=20)  # waits its own 3 s
+        after = stubs.digits.Classify(one_image(mnist_images, 7), timeout=20)  # waits its own 3 s
         waited = time.monotonic() - started
-    expected = reference(mnist_test_images.pixels[7:8])[0]
+    expected = reference(mnist_images.pixels[7:8])[0]
     np.testing.assert_allclose(after.predictions[0].probabilities, expected, atol=1e-6)
     assert 2.9 < waited, waited  # the delay applies: a lone call waits for company
     assert server.metric(COMPUTED) == 1  # only the last call's image reached the model

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from digitserve.serve.proto import digits_pb2 as d
-from digitserve.serve.proto import grpc_service_pb2 as v2
-from digitserve.serve.servicers.codec import packed_float_field, packed_floats
+from digitserve.wire.codec import packed_float_field, packed_floats
+from digitserve.wire.proto import digits_pb2 as d
+from digitserve.wire.proto import grpc_service_pb2 as v2
 
 VALUES = np.random.default_rng(0).random(784 * 3, dtype=np.float32)
 

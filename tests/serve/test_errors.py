@@ -1,4 +1,4 @@
-"""Every bad input of DESIGN.md's table gets its status and a message naming the problem.
+"""Every bad input of docs/serving.md's error table gets its status and a message naming the problem.
 
 After each one the server still answers a good request (test_fuzz.py does the same with
 random requests). Failures of the model or of our code reach the client as a plain INTERNAL.
@@ -15,12 +15,12 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from serve_harness import ServerThread, Stubs, server_settings
-from serve_models import random_weights, write_version
 
 from digitserve.serve.errors import INTERNAL_MESSAGE, grpc_errors
-from digitserve.serve.proto import digits_pb2 as d
-from digitserve.serve.proto import grpc_service_pb2 as v2
+from digitserve.wire.proto import digits_pb2 as d
+from digitserve.wire.proto import grpc_service_pb2 as v2
+from tests.serve.in_process import ServerThread, Stubs, server_settings
+from tests.serve.serve_models import random_weights, write_version
 
 Tensor = v2.ModelInferRequest.InferInputTensor
 GOOD = np.full((1, 784), 0.5, dtype=np.float32)

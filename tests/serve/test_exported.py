@@ -8,20 +8,21 @@ from pathlib import Path
 import grpc
 import numpy as np
 import onnxruntime as ort
-from serve_harness import Images, ServerThread, Stubs, server_settings
 
 from digitserve.repository import ModelRepository
-from digitserve.serve.proto import digits_pb2 as d
-from digitserve.serve.proto import grpc_service_pb2 as v2
+from digitserve.wire.proto import digits_pb2 as d
+from digitserve.wire.proto import grpc_service_pb2 as v2
+from tests.serve.in_process import ServerThread, Stubs, server_settings
+from tests.support.images import Images
 
 
 def test_serves_an_exported_version_with_onnxruntimes_predictions(
-    make_server: Callable[..., ServerThread], exported_repo: Path, mnist_test_images: Images
+    make_server: Callable[..., ServerThread], exported_repo: Path, mnist_images: Images
 ) -> None:
     manifest = ModelRepository(exported_repo, "digits").read_manifest(1)
-    onnx_file = exported_repo / "digits" / "1" / manifest["artifacts"]["onnx"]["path"]
+    onnx_file = exported_repo / "digits" / "1" / manifest.artifacts["onnx"].path
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
-    pixels = mnist_test_images.pixels[:128]
+    pixels = mnist_images.pixels[:128]
     expected = session.run(["probabilities"], {"pixels": pixels})[0]
 
     server = make_server(server_settings(exported_repo))

@@ -7,11 +7,11 @@ from typing import Any
 import grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from serve_harness import ServerThread, Stubs
-from test_errors import EXPECTED_CODES, still_serving
 
-from digitserve.serve.proto import digits_pb2 as d
-from digitserve.serve.proto import grpc_service_pb2 as v2
+from digitserve.wire.proto import digits_pb2 as d
+from digitserve.wire.proto import grpc_service_pb2 as v2
+from tests.serve.in_process import ServerThread, Stubs
+from tests.serve.test_errors import EXPECTED_CODES, still_serving
 
 Tensor = v2.ModelInferRequest.InferInputTensor
 floats = st.floats(allow_nan=True, allow_infinity=True, width=32)

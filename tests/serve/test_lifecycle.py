@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -12,12 +11,14 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from serve_harness import ServerThread, Stubs, server_settings
-from serve_models import SLOW_SIZE, random_weights, write_version
 
 from digitserve.errors import DigitserveError
-from digitserve.serve.proto import digits_pb2 as d
-from digitserve.serve.proto import grpc_service_pb2 as v2
+from digitserve.serve.dataplane import State
+from digitserve.wire.proto import digits_pb2 as d
+from digitserve.wire.proto import grpc_service_pb2 as v2
+from tests.serve.in_process import ServerThread, Stubs, server_settings
+from tests.serve.serve_models import SLOW_SIZE, random_weights, write_version
+from tests.support.certs import Certificates
 
 SERVICES = ("", "digits.v1.Classifier", "inference.GRPCInferenceService")
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -77,7 +78,9 @@ def test_drain_finishes_calls_in_flight_and_refuses_new_ones(
         in_flight = [stubs.digits.Classify.future(ONE, timeout=60) for _ in range(4)]
         server.wait_for("digitserve_inflight_calls", 4)
         stopping = server.submit(server.server.stop())
-        time.sleep(0.05)
+        deadline = time.monotonic() + 10  # the backlog is answered, then new calls are refused
+        while server.server.plane.state is not State.CLOSED and time.monotonic() < deadline:
+            time.sleep(0.01)
         with pytest.raises(grpc.RpcError) as error:
             stubs.digits.Classify(ONE, timeout=10)
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -88,15 +91,15 @@ def test_drain_finishes_calls_in_flight_and_refuses_new_ones(
         stopping.result(30)
 
 
-def test_both_apis_say_the_server_is_shutting_down_once_the_drain_begins(
+def test_both_apis_say_the_server_is_shutting_down_once_the_drain_refuses(
     make_server: Callable[..., ServerThread], model_repo: Path
 ) -> None:
-    # The drain's first step, before the gRPC server stops taking calls (after that, new calls
-    # are refused by gRPC itself, also with UNAVAILABLE).
+    # The drain's refusal step, once the backlog is answered and before the gRPC server stops
+    # taking calls (after that, new calls are refused by gRPC itself, also with UNAVAILABLE).
     server = make_server(server_settings(model_repo))
 
     async def begin_drain() -> None:
-        server.server.plane.begin_drain()
+        server.server.plane.close()
 
     with grpc.insecure_channel(server.target) as channel:
         stubs = Stubs(channel)
@@ -110,6 +113,24 @@ def test_both_apis_say_the_server_is_shutting_down_once_the_drain_begins(
         assert not stubs.v2.ServerReady(v2.ServerReadyRequest(), timeout=10).ready
         assert not stubs.v2.ModelReady(v2.ModelReadyRequest(name="digits"), timeout=10).ready
     assert server.metric("nv_inference_request_failure_total", reason="UNAVAILABLE") == 2
+
+
+def test_while_draining_readiness_says_no_but_every_call_is_still_answered(
+    make_server: Callable[..., ServerThread], model_repo: Path
+) -> None:
+    server = make_server(server_settings(model_repo))
+
+    async def report_not_ready() -> None:
+        server.server.plane.report_not_ready()
+
+    with grpc.insecure_channel(server.target) as channel:
+        stubs = Stubs(channel)
+        server.call(report_not_ready())
+        assert not stubs.v2.ServerReady(v2.ServerReadyRequest(), timeout=10).ready
+        assert not stubs.v2.ModelReady(v2.ModelReadyRequest(name="digits"), timeout=10).ready
+        assert len(stubs.digits.Classify(ONE, timeout=10).predictions) == 1
+        assert stubs.v2.ModelInfer(V2_ONE, timeout=10).model_version == "1"
+    assert server.metric("digitserve_ready") == 0
 
 
 def test_a_stream_answers_what_it_has_then_ends_unavailable_when_the_server_drains(
@@ -203,78 +224,16 @@ def test_a_busy_port_is_a_clear_start_error(make_server: Callable[..., ServerThr
         make_server(server_settings(model_repo, port=first.server.port), load=False)
 
 
-def openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CA, a server certificate (localhost, 127.0.0.1) and a client certificate, by openssl."""
-    folder = tmp_path_factory.mktemp("tls")
-    ca_key, ca = str(folder / "ca.key"), str(folder / "ca.pem")
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        ca_key,
-        "-out",
-        ca,
-        "-days",
-        "2",
-        "-subj",
-        "/CN=digitserve test CA",
-    )
-    (folder / "san.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    for name in ("server", "client"):
-        key, csr, cert = (str(folder / f"{name}.{ext}") for ext in ("key", "csr", "pem"))
-        openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            key,
-            "-out",
-            csr,
-            "-subj",
-            f"/CN={name}",
-        )
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            csr,
-            "-CA",
-            ca,
-            "-CAkey",
-            ca_key,
-            "-CAcreateserial",
-            "-out",
-            cert,
-            "-days",
-            "2",
-            "-extfile",
-            str(folder / "san.cnf"),
-        )
-    return folder
-
-
-def test_tls_and_mutual_tls(make_server: Callable[..., ServerThread], model_repo: Path, certificates: Path) -> None:
+def test_tls_and_mutual_tls(
+    make_server: Callable[..., ServerThread], model_repo: Path, certificates: Certificates
+) -> None:
     c = certificates
     server = make_server(
-        server_settings(
-            model_repo,
-            tls_cert=c / "server.pem",
-            tls_key=c / "server.key",
-            tls_client_ca=c / "ca.pem",
-        )
+        server_settings(model_repo, tls_cert=c.server_cert, tls_key=c.server_key, tls_client_ca=c.ca)
     )
     target = f"localhost:{server.server.port}"
-    ca = (c / "ca.pem").read_bytes()
-    with_cert = grpc.ssl_channel_credentials(ca, (c / "client.key").read_bytes(), (c / "client.pem").read_bytes())
+    ca = c.ca.read_bytes()
+    with_cert = grpc.ssl_channel_credentials(ca, c.client_key.read_bytes(), c.client_cert.read_bytes())
     with grpc.secure_channel(target, with_cert) as channel:
         assert len(Stubs(channel).digits.Classify(ONE, timeout=10).predictions) == 1
     with grpc.secure_channel(target, grpc.ssl_channel_credentials(ca)) as channel:

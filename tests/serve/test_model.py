@@ -12,12 +12,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
-from serve_models import Weights, random_weights, write_version
 
 from digitserve.errors import ModelRepositoryError, UsageError
 from digitserve.serve.errors import DeviceUnavailable
 from digitserve.serve.model import check_providers, load_model
 from digitserve.serve.settings import ServeSettings
+from tests.serve.serve_models import Weights, random_weights, write_version
 
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
 

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from serve_harness import Images, ServerThread, Stubs
 
-from digitserve.serve.proto import digits_pb2 as d
-from digitserve.serve.proto import grpc_service_pb2 as v2
-from digitserve.serve.servicers.codec import prediction_messages
+from digitserve.wire.codec import prediction_messages
+from digitserve.wire.proto import digits_pb2 as d
+from digitserve.wire.proto import grpc_service_pb2 as v2
+from tests.serve.in_process import ServerThread, Stubs
+from tests.support.images import Images
 
 BATCH = 64
 Tensor = v2.ModelInferRequest.InferInputTensor
@@ -39,12 +40,12 @@ DIGITS_ENCODINGS: dict[str, Callable[[Images, slice], d.ClassifyRequest]] = {
 
 @pytest.mark.parametrize("encoding", DIGITS_ENCODINGS)
 def test_digits_api_matches_onnxruntime(
-    encoding: str, stubs: Stubs, mnist_test_images: Images, reference: Callable[..., np.ndarray]
+    encoding: str, stubs: Stubs, mnist_images: Images, reference: Callable[..., np.ndarray]
 ) -> None:
-    expected = reference(mnist_test_images.pixels)
+    expected = reference(mnist_images.pixels)
     got, labels = [], []
-    for part in batches(mnist_test_images):
-        request = DIGITS_ENCODINGS[encoding](mnist_test_images, part)
+    for part in batches(mnist_images):
+        request = DIGITS_ENCODINGS[encoding](mnist_images, part)
         request.request_id = f"batch-{part.start}"
         response = stubs.digits.Classify(request, timeout=30)
         assert (response.model_name, response.model_version) == ("digits", 1)
@@ -57,7 +58,7 @@ def test_digits_api_matches_onnxruntime(
     probabilities = np.concatenate(got)
     np.testing.assert_allclose(probabilities, expected, rtol=0, atol=1e-6)
     assert labels == expected.argmax(axis=1).tolist()
-    assert np.mean(np.array(labels) == mnist_test_images.labels) > 0.8  # a real classifier
+    assert np.mean(np.array(labels) == mnist_images.labels) > 0.8  # a real classifier
 
 
 def v2_request(images: Images, part: slice, datatype: str, raw: bool) -> v2.ModelInferRequest:
@@ -80,13 +81,13 @@ def test_v2_api_matches_onnxruntime(
     datatype: str,
     raw: bool,
     stubs: Stubs,
-    mnist_test_images: Images,
+    mnist_images: Images,
     reference: Callable[..., np.ndarray],
 ) -> None:
-    expected = reference(mnist_test_images.pixels)
+    expected = reference(mnist_images.pixels)
     got = []
-    for part in batches(mnist_test_images):
-        response = stubs.v2.ModelInfer(v2_request(mnist_test_images, part, datatype, raw), timeout=30)
+    for part in batches(mnist_images):
+        response = stubs.v2.ModelInfer(v2_request(mnist_images, part, datatype, raw), timeout=30)
         assert (response.model_name, response.model_version, response.id) == (
             "digits",
             "1",
@@ -106,9 +107,9 @@ def test_v2_api_matches_onnxruntime(
 
 
 def test_classify_stream_answers_in_order_and_survives_a_bad_request(
-    stubs: Stubs, mnist_test_images: Images, reference: Callable[..., np.ndarray]
+    stubs: Stubs, mnist_images: Images, reference: Callable[..., np.ndarray]
 ) -> None:
-    im = mnist_test_images
+    im = mnist_images
     requests = [d.ClassifyRequest(uint8=im.uint8[i : i + 3].tobytes(), request_id=str(i)) for i in range(0, 60, 3)]
     requests.insert(5, d.ClassifyRequest(float32_le=b"\x00" * 10, request_id="bad"))
     answers = list(stubs.digits.ClassifyStream(iter(requests), timeout=30))

@@ -5,81 +5,64 @@ from __future__ import annotations
 import signal
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import onnxruntime as ort
 import pytest
-from serve_harness import ServeProcess, Stubs, metric_value
-from serve_models import SLOW_SIZE, random_weights, write_version
 
-from digitserve.serve.proto import digits_pb2 as d
+from digitserve.wire.proto import digits_pb2 as d
+from tests.serve.in_process import Stubs
+from tests.serve.serve_models import SLOW_SIZE, random_weights, write_version
+from tests.support.server import Servers
 
 ONE = d.ClassifyRequest(uint8=bytes([90]) * 784)
-COMMON = ("--port", "0", "--metrics-port", "0", "--device", "cpu", "--intra-op-threads", "1")
+INFLIGHT = "digitserve_inflight_calls"
 
 
-def ready_port(process: ServeProcess) -> int:
-    port = int(process.wait_for_log(r"listening on 127\.0\.0\.1:(\d+)").group(1))
-    process.wait_for_log(r"serving digits version \d+ from")
-    return port
-
-
-def in_flight_calls(metrics_port: int) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
-        return metric_value(reply.read().decode(), "digitserve_inflight_calls")
-
-
-def test_sigterm_answers_every_call_in_flight_then_exits_0(
-    serve_process: Callable[..., ServeProcess], slow_repo: Path
-) -> None:
-    process = serve_process("--repo", str(slow_repo), *COMMON, "--max-batch-size", "2", "--grace-seconds", "30")
-    port = ready_port(process)
-    metrics = int(process.wait_for_log(r"metrics on http://127\.0\.0\.1:(\d+)/metrics").group(1))
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+def test_sigterm_answers_every_call_in_flight_then_exits_0(servers: Servers, slow_repo: Path) -> None:
+    process = servers.serve("--repo", str(slow_repo), "--max-batch-size", "2", "--grace-seconds", "30")
+    process.wait_serving()
+    with grpc.insecure_channel(process.target) as channel:
         stubs = Stubs(channel)
         in_flight = [stubs.digits.Classify.future(ONE, timeout=60) for _ in range(5)]
         deadline = time.monotonic() + 30  # in flight means arrived at the server
-        while in_flight_calls(metrics) < 5 and time.monotonic() < deadline:
+        while process.metric(INFLIGHT) < 5 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert in_flight_calls(metrics) == 5
-        process.process.send_signal(signal.SIGTERM)
-        process.wait_for_log("draining")
+        assert process.metric(INFLIGHT) == 5
+        process.send_signal(signal.SIGTERM)
+        process.wait_for_log("refusing new calls")  # the backlog is answered; then refusals
         with pytest.raises(grpc.RpcError) as error:
             stubs.digits.Classify(ONE, timeout=10)
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE
         answers = [f.result() for f in in_flight]
     assert all(len(a.predictions) == 1 for a in answers)
-    assert process.process.wait(60) == 0, process.log()
+    assert process.wait(60) == 0, process.log()
     assert "stopped" in process.log()
 
 
-def test_a_second_sigterm_during_the_drain_loses_no_answer(
-    serve_process: Callable[..., ServeProcess], slow_repo: Path
-) -> None:
-    process = serve_process("--repo", str(slow_repo), *COMMON, "--max-batch-size", "1", "--grace-seconds", "30")
-    port = ready_port(process)
-    metrics = int(process.wait_for_log(r"metrics on http://127\.0\.0\.1:(\d+)/metrics").group(1))
+def test_a_second_sigterm_during_the_drain_loses_no_answer(servers: Servers, slow_repo: Path) -> None:
+    process = servers.serve("--repo", str(slow_repo), "--max-batch-size", "1", "--grace-seconds", "30")
+    process.wait_serving()
     gate = threading.Event()
 
     def produce():  # one request, then the stream stays open
         yield d.ClassifyRequest(uint8=bytes([90]) * 784, request_id="s")
         gate.wait(60)
 
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with grpc.insecure_channel(process.target) as channel:
         stubs = Stubs(channel)
         stream = stubs.digits.ClassifyStream(produce(), timeout=60)
         unary = [stubs.digits.Classify.future(ONE, timeout=60) for _ in range(3)]
         deadline = time.monotonic() + 30
-        while in_flight_calls(metrics) < 4 and time.monotonic() < deadline:
+        while process.metric(INFLIGHT) < 4 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert in_flight_calls(metrics) == 4
-        process.process.send_signal(signal.SIGTERM)
+        assert process.metric(INFLIGHT) == 4
+        process.send_signal(signal.SIGTERM)
         process.wait_for_log("draining")
-        process.process.send_signal(signal.SIGTERM)  # impatient orchestrator
-        process.process.send_signal(signal.SIGINT)  # impatient operator
+        process.send_signal(signal.SIGTERM)  # impatient orchestrator
+        process.send_signal(signal.SIGINT)  # impatient operator
         answers = [f.result() for f in unary]
         streamed = next(stream)
         with pytest.raises(grpc.RpcError) as error:
@@ -89,71 +72,58 @@ def test_a_second_sigterm_during_the_drain_loses_no_answer(
     assert all(len(a.predictions) == 1 for a in answers)
     assert streamed.response.request_id == "s"
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert process.process.wait(60) == 0, process.log()
+    assert process.wait(60) == 0, process.log()
     assert "stopped" in process.log()
 
 
-def test_sighup_during_the_first_load_reloads_after_it(
-    serve_process: Callable[..., ServeProcess], tmp_path: Path
-) -> None:
+def test_sighup_during_the_first_load_reloads_after_it(servers: Servers, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     write_version(repo, 1, random_weights(1), slow_size=SLOW_SIZE)  # slow to warm up: a long first load
-    process = serve_process("--repo", str(repo), *COMMON, "--instances", "4", "--poll-seconds", "0")
-    port = int(process.wait_for_log(r"listening on 127\.0\.0\.1:(\d+)").group(1))
+    process = servers.serve("--repo", str(repo), "--instances", "4").wait_listening()
     write_version(repo, 2, random_weights(2))
-    process.process.send_signal(signal.SIGHUP)
+    process.send_signal(signal.SIGHUP)
     assert "serving digits version" not in process.log(), "the first load was over: nothing was tested"
     process.wait_for_log("serving digits version 1 from")
     process.wait_for_log("reload: now serving version 2")
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with grpc.insecure_channel(process.target) as channel:
         assert Stubs(channel).digits.Classify(ONE, timeout=10).model_version == 2  # not overwritten by 1
     assert "SIGHUP during the first load" in process.log()
-    process.process.send_signal(signal.SIGTERM)
-    assert process.process.wait(30) == 0, process.log()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0, process.log()
 
 
-def test_signals_while_an_abandoned_load_finishes_are_ignored(
-    serve_process: Callable[..., ServeProcess], tmp_path: Path
-) -> None:
+def test_signals_while_an_abandoned_load_finishes_are_ignored(servers: Servers, tmp_path: Path) -> None:
     """SIGTERM during a long first load stops the server at once; the process then waits for the
     load's thread, and signals in that time must not turn a clean exit into 129 or 143."""
     repo = tmp_path / "repo"
     write_version(repo, 1, random_weights(1), slow_size=2 * SLOW_SIZE)
-    process = serve_process("--repo", str(repo), *COMMON, "--instances", "4", "--poll-seconds", "0")
-    process.wait_for_log(r"listening on 127\.0\.0\.1:\d+")
-    process.process.send_signal(signal.SIGTERM)
+    process = servers.serve("--repo", str(repo), "--instances", "4").wait_listening()
+    process.send_signal(signal.SIGTERM)
     process.wait_for_log("stop requested while loading")
     process.wait_for_log(r"INFO digitserve\.serve\.server: stopped")
-    assert process.process.poll() is None, "the load was over: nothing was tested"
+    assert process.poll() is None, "the load was over: nothing was tested"
     for repeated in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-        process.process.send_signal(repeated)
-    assert process.process.wait(60) == 0, process.log()
+        process.send_signal(repeated)
+    assert process.wait(60) == 0, process.log()
     assert "signal ignored" in process.log()
 
 
-def test_sighup_reloads_and_the_effective_configuration_is_logged(
-    serve_process: Callable[..., ServeProcess], own_repo: Path
-) -> None:
-    process = serve_process(
-        "--repo",
-        str(own_repo),
-        *COMMON,
-        "--poll-seconds",
-        "0",
-        env={"DIGITSERVE_MAX_BATCH_SIZE": "16", "DIGITSERVE_GRACE_SECONDS": "3"},
+def test_sighup_reloads_and_the_effective_configuration_is_logged(servers: Servers, own_repo: Path) -> None:
+    process = servers.serve(
+        "--repo", str(own_repo), env={"DIGITSERVE_MAX_BATCH_SIZE": "16", "DIGITSERVE_GRACE_SECONDS": "3"}
     )
-    port = ready_port(process)
+    process.wait_serving()
     config = process.wait_for_log(r"digitserve serve: (repo=.*)").group(1)
     assert "max_batch_size=16" in config and "grace_seconds=3.0" in config
     assert "max_queue_delay_us=0" in config and "device=cpu" in config
     assert "on CPUExecutionProvider" in process.log()
     write_version(own_repo, 2, random_weights(2))
-    process.process.send_signal(signal.SIGHUP)
+    process.send_signal(signal.SIGHUP)
     process.wait_for_log("reload: now serving version 2")
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with grpc.insecure_channel(process.target) as channel:
         assert Stubs(channel).digits.Classify(ONE, timeout=10).model_version == 2
-    process.process.send_signal(signal.SIGINT)
-    assert process.process.wait(30) == 0, process.log()
+    process.send_signal(signal.SIGINT)
+    assert process.wait(30) == 0, process.log()
 
 
 def bad_sha(repo: Path) -> list[str]:
@@ -185,7 +155,7 @@ def cuda(repo: Path) -> list[str]:
     ids=["no-exported-version", "sha256-mismatch", "device-cuda-without-gpu"],
 )
 def test_refuses_to_start_with_a_clear_message(
-    serve_process: Callable[..., ServeProcess],
+    servers: Servers,
     tmp_path: Path,
     prepare: Callable[[Path], list[str]],
     message: str,
@@ -193,7 +163,7 @@ def test_refuses_to_start_with_a_clear_message(
     repo = tmp_path / "repo"
     repo.mkdir()
     extra = prepare(repo)
-    process = serve_process("--repo", str(repo), *COMMON, *extra)
-    assert process.process.wait(60) == 1, process.log()
+    process = servers.serve("--repo", str(repo), *extra)
+    assert process.wait(60) == 1, process.log()
     process.wait_for_log(f"digitserve serve: error: {message}")
     assert "Traceback" not in process.log()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from digitserve.serve.proto import digits_pb2, generate
-from digitserve.serve.proto import grpc_service_pb2 as v2
+from digitserve.wire.proto import digits_pb2, generate
+from digitserve.wire.proto import grpc_service_pb2 as v2
 
 PROTO_PACKAGE = Path(generate.__file__).parent
 
@@ -17,7 +17,7 @@ def test_committed_stubs_are_fresh(tmp_path: Path) -> None:
     assert sorted(p.name for p in written) == sorted(generate.generated_names())
     stale = [p.name for p in written if p.read_bytes() != (PROTO_PACKAGE / p.name).read_bytes()]
     assert not stale, (
-        f"stale generated stubs {stale}: run `python -m digitserve.serve.proto.generate` and commit the result"
+        f"stale generated stubs {stale}: run `python -m digitserve.wire.proto.generate` and commit the result"
     )
 
 

@@ -28,5 +28,5 @@ def test_default_cnn_reaches_99_5_within_15_minutes(tmp_path: Path, mnist_dir: P
     version = train(TrainConfig(model="cnn", data=str(mnist_dir), repo=str(tmp_path)))
     metrics = metrics_of(tmp_path, version)
     assert metrics["test_accuracy"] >= 0.995
-    # Recorded, not asserted as a timing (shared machines): the README quotes the bench run.
+    # Recorded, not asserted as a timing (shared machines): docs/benchmarks.md quotes the bench run.
     print(f"cnn: {metrics['test_accuracy']:.4f} in {metrics['wall_seconds']} s")

@@ -112,6 +112,6 @@ def test_help_states_each_models_defaults(tmp_path: Path) -> None:
 
     text = " ".join(digitserve("train", "--help", cwd=tmp_path).stdout.split())
     for key in ("epochs", "batch_size", "optimizer", "learning_rate", "validation_split", "augment", "patience"):
-        expected = " / ".join(shown(MODEL_DEFAULTS[model][key]) for model in ("softmax", "mlp", "cnn"))
+        expected = " / ".join(shown(MODEL_DEFAULTS[model][key]) for model in MODEL_DEFAULTS)
         assert f"(default: {expected})" in text, f"--{key.replace('_', '-')}: {expected}"
 

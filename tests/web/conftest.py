@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from web_harness import RunningServer
 
 from digitserve.web.paths import find_tfjs_dist
 from digitserve.web.server import WebConfig
+from tests.web.in_process import RunningServer
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests" / "data" / "preprocess_vectors.json"

@@ -23,8 +23,8 @@ VECTORS = HERE.parent / "data" / "preprocess_vectors.json"
 SUPERSAMPLE = 4  # draw 4x larger, then average down: anti-aliased edges like a canvas's
 BRUSH = 22
 
-sys.path.insert(0, str(HERE))
-from strokes import DIGITS, Stroke, transform  # noqa: E402
+sys.path.insert(0, str(HERE.parents[1]))  # run as a script: `tests` from the checkout
+from tests.web.strokes import DIGITS, Stroke, transform  # noqa: E402
 
 
 def render(strokes: list[Stroke], width: int = 280, height: int = 280,

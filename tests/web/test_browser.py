@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from strokes import DIGITS, Stroke, transform
-from web_harness import RunningServer
 
 from digitserve.preprocess import load_pixels
 from digitserve.web.server import WebConfig
+from tests.web.in_process import RunningServer
+from tests.web.strokes import DIGITS, Stroke, transform
 
 pytestmark = pytest.mark.browser
 PARITY_IMAGES = 1000

@@ -10,9 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from make_vectors import decode, render
 from PIL import Image
-from strokes import DIGITS, transform
 
 from digitserve.errors import DigitserveError, ImageError
 from digitserve.preprocess import (
@@ -24,6 +22,8 @@ from digitserve.preprocess import (
     load_pixels,
     to_mnist,
 )
+from tests.web.make_vectors import decode, render
+from tests.web.strokes import DIGITS, transform
 
 
 def ink_box(pixels: np.ndarray) -> tuple[int, int, int, int]:

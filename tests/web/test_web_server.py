@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import re
 import signal
 import subprocess
 import sys
@@ -13,7 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from web_harness import RunningServer
+
+from tests.support.commands import DIGITSERVE, clean_env
+from tests.support.server import Servers
+from tests.web.in_process import RunningServer
 
 SECRET = "top secret, outside every served folder"
 
@@ -235,26 +236,17 @@ def test_missing_tfjs_package_is_404(repo: Path,
     assert request(start_server(repo, tfjs_dist=None), "/vendor/tfjs/tf.min.js")[0] == 404
 
 
-def test_cli_serves_and_stops_on_sigterm(repo: Path) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "digitserve", "web", "--port", "0", "--repo", str(repo)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        assert match, line
-        connection = http.client.HTTPConnection("127.0.0.1", int(match.group(1)), timeout=10)
-        connection.request("GET", "/api/latest")
-        assert json.loads(connection.getresponse().read())["version"] == 1
-        connection.close()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
-    finally:
-        process.kill()
-        process.wait()
+def test_cli_serves_and_stops_on_sigterm(repo: Path, servers: Servers) -> None:
+    process = servers.start([*DIGITSERVE, "web", "--port", "0", "--repo", str(repo)],
+                            clean_env(PYTHONUNBUFFERED="1"))
+    match = process.wait_for_log(r"http://127\.0\.0\.1:(\d+)/")
+    assert match, process.log()
+    connection = http.client.HTTPConnection("127.0.0.1", int(match.group(1)), timeout=10)
+    connection.request("GET", "/api/latest")
+    assert json.loads(connection.getresponse().read())["version"] == 1
+    connection.close()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0
 
 
 def test_cli_port_in_use_is_a_usage_error(server: RunningServer, repo: Path) -> None:

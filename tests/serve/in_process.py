@@ -1,43 +1,28 @@
-"""Helpers for the serving tests: a server in a thread, a server process, metrics, stubs.
+"""The serving tests' in-process server: a DigitServer on its own event loop in a thread.
 
-`ServerThread` runs a DigitServer on its own event loop in a background thread; tests talk to it
-through real gRPC channels on 127.0.0.1 and an ephemeral port. `ServeProcess` runs
-`digitserve serve` as a subprocess for what needs a process (signals, exit codes).
+Tests talk to it through real gRPC channels on 127.0.0.1 and an ephemeral port, and can call
+its coroutines (reload, stop) directly. What needs a real process (signals, exit codes) uses
+tests.support.server.ServeProcess instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import shutil
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Coroutine
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-import numpy as np
 
-from digitserve.serve.proto import digits_pb2_grpc, grpc_service_pb2_grpc
 from digitserve.serve.server import DigitServer
 from digitserve.serve.settings import ServeSettings
+from digitserve.wire.proto import digits_pb2_grpc, grpc_service_pb2_grpc
+from tests.support.metrics import metric_value, scrape
 
 T = TypeVar("T")
-VENV_BIN = Path(sys.executable).parent
-
-
-@dataclass(frozen=True)
-class Images:
-    uint8: np.ndarray  # [N, 784] uint8
-    pixels: np.ndarray  # [N, 784] float32 in [0, 1]
-    labels: np.ndarray  # [N]
 
 
 def server_settings(repo: Path, **changes: Any) -> ServeSettings:
@@ -82,8 +67,8 @@ class ServerThread:
         return f"127.0.0.1:{self.server.port}"
 
     def metrics_text(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.server.metrics_port}/metrics", timeout=10) as r:
-            return str(r.read().decode())
+        assert self.server.metrics_port is not None, "this server serves no metrics"
+        return scrape(self.server.metrics_port)
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of `name` whose labels include `labels` (0 when absent)."""
@@ -109,15 +94,6 @@ class ServerThread:
             self._thread.join(10)
 
 
-def metric_value(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(rf"^{re.escape(name)}(\{{.*\}})? (\S+)$", line)
-        if match and all(f'{k}="{v}"' in (match.group(1) or "") for k, v in labels.items()):
-            total += float(match.group(2))
-    return total
-
-
 class Stubs:
     """Both APIs' stubs over one real channel."""
 
@@ -125,45 +101,3 @@ class Stubs:
         self.channel = channel
         self.digits = digits_pb2_grpc.ClassifierStub(channel)
         self.v2 = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
-
-
-# -- a real `digitserve serve` process ---------------------------------------------------------
-class ServeProcess:
-    """`digitserve serve` as a subprocess; its log goes to a file the test can read."""
-
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None):
-        self.log_path = log_path
-        self._log = log_path.open("w")
-        executable = VENV_BIN / "digitserve"
-        command = [str(executable)] if executable.exists() else [sys.executable, "-m", "digitserve.cli"]
-        self.process = subprocess.Popen(
-            [*command, "serve", *args],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def wait_for_log(self, pattern: str, timeout: float = 60) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = re.search(pattern, self.log())
-            if match:
-                return match
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no {pattern!r} in the server log:\n{self.log()}")
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(10)
-        self._log.close()
-
-
-def copy_repo(source: Path, target: Path) -> Path:
-    shutil.copytree(source, target)
-    return target

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from digitserve.cli import positive_float, positive_int
+from digitserve.client.options import add_target_option, add_tls_options, tls_of
 from digitserve.errors import UsageError
+from digitserve.wire.names import APIS, DIGITS_SERVICE, ENCODINGS
+from digitserve.wire.tls import TLS
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TARGET = "127.0.0.1:50051"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -31,13 +32,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "N MNIST test images (--mnist-test N) to check accuracy and latency."
     )
     parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files to classify")
-    parser.add_argument("--target", default=DEFAULT_TARGET, metavar="HOST:PORT", help="server (default: %(default)s)")
+    add_target_option(parser)
     parser.add_argument(
-        "--api", choices=("digits", "v2"), default="digits",
-        help="digits: digits.v1.Classifier; v2: KServe V2 ModelInfer (default: %(default)s)",
+        "--api", choices=APIS, default="digits",
+        help=f"digits: {DIGITS_SERVICE}; v2: KServe V2 ModelInfer (default: %(default)s)",
     )
     parser.add_argument(
-        "--encoding", choices=("float32", "float32_le", "uint8"), default="float32",
+        "--encoding", choices=ENCODINGS, default="float32",
         help="how pixels travel: float32, float32_le bytes, or uint8 bytes (a quarter the size) "
         "(default: %(default)s)",
     )
@@ -56,40 +57,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data", help="MNIST folder or mnist.npz (default: DIGITSERVE_DATA, then the Keras cache)")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON document")
-    tls = parser.add_argument_group("TLS (for a server started with --tls-cert)")
-    tls.add_argument("--tls", action="store_true", help="use TLS, trusting the system's CA store")
-    tls.add_argument("--tls-ca", type=Path, metavar="PEM", help="CA bundle to verify the server; turns TLS on")
-    tls.add_argument("--tls-client-cert", type=Path, metavar="PEM", help="client certificate (mutual TLS)")
-    tls.add_argument("--tls-client-key", type=Path, metavar="PEM", help="private key of --tls-client-cert")
-    tls.add_argument("--tls-server-name", metavar="NAME", help="name to verify the server certificate against")
-
-
-def _tls(args: argparse.Namespace) -> Any:
-    from digitserve.serve.client import TLS
-
-    wanted = args.tls or args.tls_ca is not None
-    extras = args.tls_client_cert or args.tls_client_key or args.tls_server_name
-    if not wanted:
-        if extras:
-            raise UsageError("--tls-client-cert, --tls-client-key and --tls-server-name need --tls or --tls-ca")
-        return None
-    if (args.tls_client_cert is None) != (args.tls_client_key is None):
-        raise UsageError("--tls-client-cert and --tls-client-key go together: give both or neither")
-    return TLS(args.tls_ca, args.tls_client_cert, args.tls_client_key, args.tls_server_name)
-
-
-def _client(args: argparse.Namespace) -> Any:
-    from digitserve.serve.client import Client
-
-    host, sep, port = args.target.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise UsageError(f"--target must be HOST:PORT (for example {DEFAULT_TARGET}), got {args.target!r}")
-    return Client(
-        args.target, api=args.api, encoding=args.encoding, model=args.model, timeout=args.timeout, tls=_tls(args)
+    parser.add_argument(
+        "--no-retries", dest="retries", action="store_false",
+        help="fail at the first UNAVAILABLE instead of retrying with backoff (gRPC's retry policy)",
     )
+    parser.add_argument(
+        "--wait-for-ready", action="store_true",
+        help="wait for the server (up to --timeout) instead of failing while it is down or restarting",
+    )
+    add_tls_options(parser)
 
 
-def classify_files(args: argparse.Namespace) -> int:
+def _client(args: argparse.Namespace, tls: TLS | None) -> Any:
+    from digitserve.client import Client
+
+    return Client(args.target, api=args.api, encoding=args.encoding, model=args.model, timeout=args.timeout, tls=tls,
+                  retries=args.retries, wait_for_ready=args.wait_for_ready)
+
+
+def classify_files(args: argparse.Namespace, tls: TLS | None) -> int:
     import numpy as np
 
     from digitserve.preprocess import load_pixels
@@ -97,7 +83,7 @@ def classify_files(args: argparse.Namespace) -> int:
     # Prepare every file first: an unreadable one stops the run before the server is asked.
     pixels = np.stack([load_pixels(path) for path in args.images])
     batch = args.batch_size or 64
-    with _client(args) as client:
+    with _client(args, tls) as client:
         results = [client.classify(pixels[i : i + batch]) for i in range(0, len(pixels), batch)]
     labels = np.concatenate([r.labels for r in results])
     probabilities = np.concatenate([r.probabilities for r in results])
@@ -116,7 +102,7 @@ def classify_files(args: argparse.Namespace) -> int:
     return 0
 
 
-def mnist_test(args: argparse.Namespace) -> int:
+def mnist_test(args: argparse.Namespace, tls: TLS | None) -> int:
     import numpy as np
 
     from digitserve.mnist import load_mnist
@@ -127,7 +113,7 @@ def mnist_test(args: argparse.Namespace) -> int:
     truth = data.y_test[:count]
     batch = args.batch_size or 1
     latencies, labels = [], []
-    with _client(args) as client:
+    with _client(args, tls) as client:
         client.classify(images[:1])  # connect and warm up outside the measurement
         started = time.perf_counter()
         for i in range(0, count, batch):
@@ -169,4 +155,5 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give image files or --mnist-test N, not both")
     if not args.mnist_test and not args.images:
         raise UsageError("give one or more image files, or --mnist-test N")
-    return mnist_test(args) if args.mnist_test else classify_files(args)
+    tls = tls_of(args)  # misused TLS flags are a usage error before any file is read
+    return mnist_test(args, tls) if args.mnist_test else classify_files(args, tls)

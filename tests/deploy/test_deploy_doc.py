@@ -1,4 +1,4 @@
-"""The README's Deploy section agrees with the compose file, the manifests and the CLI.
+"""docs/deploy.md agrees with the compose file, the manifests and the CLI.
 
 Every command in its code blocks is checked against what it names: `docker compose` profiles
 and services, `docker run` networks and images, `kubectl` files and objects, and each
@@ -12,20 +12,13 @@ import re
 import shlex
 from typing import Any
 
-import pytest
-from deploy_files import K8S_DIR, ROOT, k8s_resources, parse_cli, published_ports, unknown_variables
-
 from digitserve.cli import COMMANDS
+from tests.deploy.deploy_files import K8S_DIR, ROOT, k8s_resources, parse_cli, published_ports, unknown_variables
 
-README = ROOT / "README.md"
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 PLACEHOLDER = "DIGITSERVE_SOME_FLAG"  # how the docs write "the variable of --some-flag"
 K8S_SHORT_KINDS = {"job": "Job", "deployment": "Deployment", "service": "Service", "hpa": "HorizontalPodAutoscaler",
                    "pdb": "PodDisruptionBudget", "configmap": "ConfigMap", "pvc": "PersistentVolumeClaim"}
-
-
-def deploy_section(text: str) -> str | None:
-    match = re.search(r"^## Deploy\b.*?(?=^## |\Z)", text, flags=re.M | re.S)
-    return match.group(0) if match else None
 
 
 def command_lines(section: str) -> list[str]:
@@ -98,14 +91,12 @@ def problems_in(section: str, compose: dict[str, Any]) -> list[str]:
     return problems
 
 
-def test_readme_deploy_section_agrees_with_the_files(compose: dict[str, Any]) -> None:
-    section = deploy_section(README.read_text())
-    if section is None:
-        pytest.skip("README.md has no '## Deploy' section yet")
-    assert not problems_in(section, compose), "\n".join(problems_in(section, compose))
+def test_the_deploy_doc_agrees_with_the_files(compose: dict[str, Any]) -> None:
+    text = DEPLOY_DOC.read_text()
+    assert not problems_in(text, compose), "\n".join(problems_in(text, compose))
     for needed in ("docker compose up", "--profile gpu", "http://localhost:8080/", "kubectl apply -k deploy/k8s",
                    "No image was built"):
-        assert needed in section, f"the Deploy section should say {needed!r}"
+        assert needed in text, f"docs/deploy.md should say {needed!r}"
 
 
 def test_the_checker_finds_disagreements(compose: dict[str, Any]) -> None:

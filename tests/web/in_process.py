@@ -1,4 +1,5 @@
-"""A real `digitserve web` server in a background thread, for the tests in this folder."""
+"""The web tests' in-process server: a real WebServer in a background thread (any WebConfig, no
+subprocess); `digitserve web` as a process uses tests.support.server instead."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """Regenerate the gRPC stubs in this folder from `protos/` (run after editing a .proto).
 
-    python -m digitserve.serve.proto.generate            # rewrite serve/proto/*_pb2*.py(i)
-    python -m digitserve.serve.proto.generate --out DIR  # write them elsewhere (the staleness test)
+    python -m digitserve.wire.proto.generate            # rewrite src/digitserve/wire/proto/*_pb2*.py(i)
+    python -m digitserve.wire.proto.generate --out DIR  # write them elsewhere (the staleness test)
 
 protoc names generated modules after the proto's path (`digits/v1/digits_pb2.py`) and imports
 them absolutely (`from digits.v1 import digits_pb2`). Here they live flat inside the package
-`digitserve.serve.proto`, so the files are moved up and those imports made package-relative.
+`digitserve.wire.proto`, so the files are moved up and those imports made package-relative.
 The descriptors keep their full proto paths, which is what reflection reports.
 """
 
@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-PROTOS_DIR = PACKAGE_DIR.parent.parent / "protos"
+PROTOS_DIR = PACKAGE_DIR.parents[3] / "protos"
 PROTO_FILES = ("digits/v1/digits.proto", "inference/grpc_service.proto")
 SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 

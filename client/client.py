@@ -1,6 +1,6 @@
 """A small Python client for digitserve: classify images over digits.v1 or the KServe V2 API.
 
-    from digitserve.serve.client import Client, AsyncClient
+    from digitserve.client import Client, AsyncClient
 
     with Client("127.0.0.1:50051") as client:              # api="digits" | "v2"
         result = client.classify(pixels)                   # [N, 784] floats 0..1, or uint8 0..255
@@ -11,20 +11,20 @@
 
 Needs grpc and numpy only (no ONNX Runtime, no TensorFlow). Every failed call raises a
 `ClientError` subclass carrying the gRPC status code and the server's message (see
-`client_errors`); the encodings and pixel layouts are described in `client_wire`.
+`digitserve.client.errors`); the encodings and pixel layouts are described in `digitserve.client.messages`.
+`TLS` is digitserve.wire.tls.TLS, the one TLS description of both sides.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from digitserve.serve.client_errors import (
+from digitserve.client.errors import (
     ClientError,
     DeadlineExceeded,
     InvalidArgument,
@@ -33,9 +33,7 @@ from digitserve.serve.client_errors import (
     Unavailable,
     translate_errors,
 )
-from digitserve.serve.client_wire import (
-    APIS,
-    ENCODINGS,
+from digitserve.client.messages import (
     Classification,
     digits_request,
     digits_result,
@@ -43,7 +41,11 @@ from digitserve.serve.client_wire import (
     v2_request,
     v2_result,
 )
-from digitserve.serve.proto import digits_pb2, digits_pb2_grpc, grpc_service_pb2, grpc_service_pb2_grpc
+from digitserve.client.retries import RetryPolicy, channel_options
+from digitserve.errors import DigitserveError
+from digitserve.wire.names import APIS, DEFAULT_TARGET, ENCODINGS, SERVICE_OF_API
+from digitserve.wire.proto import digits_pb2_grpc, grpc_service_pb2, grpc_service_pb2_grpc
+from digitserve.wire.tls import TLS
 
 __all__ = [
     "APIS",
@@ -60,13 +62,8 @@ __all__ = [
     "Unavailable",
 ]
 
-DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 10.0
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # what the client sends and accepts: ~20,000 float images
-HEALTH_SERVICES = {
-    "digits": digits_pb2.DESCRIPTOR.services_by_name["Classifier"].full_name,
-    "v2": grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
-}
 
 
 class _Default:
@@ -76,39 +73,12 @@ class _Default:
 DEFAULT: Any = _Default()
 
 
-def _pem(value: Path | str | bytes | None) -> bytes | None:
-    if value is None or isinstance(value, bytes):
-        return value
+def _credentials(tls: TLS) -> grpc.ChannelCredentials:
+    """The channel's TLS credentials; unreadable PEM files or half a key pair raise ClientError."""
     try:
-        return Path(value).read_bytes()
-    except OSError as exc:
-        raise ClientError(f"cannot read {value}: {exc.strerror or exc}") from exc
-
-
-@dataclass(frozen=True)
-class TLS:
-    """TLS for the channel: PEM bytes or file paths. All None: the system's roots, no client cert."""
-
-    root_certificates: Path | str | bytes | None = None
-    """CA bundle that signed the server's certificate (None: the system's trust store)."""
-    client_certificate: Path | str | bytes | None = None
-    """Client certificate chain, for a server that requires one (mutual TLS)."""
-    client_key: Path | str | bytes | None = None
-    """Private key of client_certificate."""
-    server_name: str | None = None
-    """Name to check the server's certificate against when it differs from the target's host."""
-
-    def credentials(self) -> grpc.ChannelCredentials:
-        if (self.client_certificate is None) != (self.client_key is None):
-            raise ClientError("TLS client_certificate and client_key go together: give both or neither")
-        return grpc.ssl_channel_credentials(
-            root_certificates=_pem(self.root_certificates),
-            private_key=_pem(self.client_key),
-            certificate_chain=_pem(self.client_certificate),
-        )
-
-    def options(self) -> list[tuple[str, Any]]:
-        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+        return tls.credentials()
+    except DigitserveError as exc:
+        raise ClientError(str(exc)) from exc
 
 
 @dataclass
@@ -124,20 +94,32 @@ class _Config:
     tls: TLS | None = None
     packed_output: bool = True
     v2_raw: bool = True
+    retries: RetryPolicy | bool | None = True
+    wait_for_ready: bool = False
     options: list[tuple[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.retries is True:
+            self.retries = RetryPolicy()
+        elif self.retries is False:
+            self.retries = None
         if self.api not in APIS:
             raise ClientError(f"api must be one of {', '.join(APIS)}; got {self.api!r}")
         if self.encoding not in ENCODINGS:
             raise ClientError(f"encoding must be one of {', '.join(ENCODINGS)}; got {self.encoding!r}")
 
-    def channel_options(self) -> list[tuple[str, Any]]:
-        base = [
+    def open_channel(self, api: Any) -> Any:
+        """A channel made by `api`, grpc (blocking) or grpc.aio: plaintext, or TLS when `tls` is set."""
+        options = [
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            *(self.tls.options() if self.tls else []),
+            *channel_options(self.target, self.retries or None, self.wait_for_ready),
+            *self.options,
         ]
-        return base + (self.tls.options() if self.tls else []) + list(self.options)
+        if self.tls is None:
+            return api.insecure_channel(self.target, options=options)
+        return api.secure_channel(self.target, _credentials(self.tls), options=options)
 
     def deadline(self, timeout: Any) -> float | None:
         return self.timeout if isinstance(timeout, _Default) else timeout
@@ -153,7 +135,7 @@ class _Config:
         return digits_result(response) if self.api == "digits" else v2_result(response)
 
     def health_request(self) -> health_pb2.HealthCheckRequest:
-        return health_pb2.HealthCheckRequest(service=HEALTH_SERVICES[self.api])
+        return health_pb2.HealthCheckRequest(service=SERVICE_OF_API[self.api])
 
 
 class _Stubs:
@@ -174,22 +156,20 @@ class Client:
     """A blocking client over one gRPC channel; thread-safe, reuse it for many calls.
 
     target: "host:port". api: "digits" (digits.v1) or "v2" (KServe V2 ModelInfer).
-    encoding: "float32", "float32_le" or "uint8" (see client_wire). model / model_version: the
+    encoding: "float32", "float32_le" or "uint8" (see messages.py). model / model_version: the
     V2 model name and version (None: whichever the server serves). timeout: default deadline in
     seconds per call (None: none). tls: a TLS, or None for plaintext. packed_output: ask
     digits.v1 for packed bytes rather than one message per image. v2_raw: send V2 data as
-    raw_input_contents rather than typed contents. options: extra grpc channel options.
+    raw_input_contents rather than typed contents. retries: a RetryPolicy, True (the default
+    policy: UNAVAILABLE retried up to 5 attempts with backoff, Classify and ModelInfer only) or
+    False. wait_for_ready: calls wait for a connection up to their deadline instead of failing
+    UNAVAILABLE at once (rides through a restart). options: extra grpc channel options.
     """
 
     def __init__(self, target: str = DEFAULT_TARGET, **config: Any):
         self._config = _Config(target=target, **config)
-        c = self._config
-        options = c.channel_options()
-        if c.tls is None:
-            self._channel = grpc.insecure_channel(target, options=options)
-        else:
-            self._channel = grpc.secure_channel(target, c.tls.credentials(), options=options)
-        self._stubs = _Stubs(self._channel, c.api)
+        self._channel = self._config.open_channel(grpc)
+        self._stubs = _Stubs(self._channel, self._config.api)
 
     @property
     def target(self) -> str:
@@ -249,7 +229,7 @@ class AsyncClient:
     def __init__(self, target: str = DEFAULT_TARGET, **config: Any):
         self._config = _Config(target=target, **config)
         if self._config.tls is not None:
-            self._config.tls.credentials()  # bad TLS settings fail here, not at the first call
+            _credentials(self._config.tls)  # bad TLS settings fail here, not at the first call
         self._channel: grpc.aio.Channel | None = None
         self._stubs: _Stubs | None = None
 
@@ -259,12 +239,8 @@ class AsyncClient:
 
     def _open(self) -> _Stubs:
         if self._stubs is None:
-            c = self._config
-            if c.tls is None:
-                self._channel = grpc.aio.insecure_channel(c.target, options=c.channel_options())
-            else:
-                self._channel = grpc.aio.secure_channel(c.target, c.tls.credentials(), options=c.channel_options())
-            self._stubs = _Stubs(self._channel, c.api)
+            self._channel = self._config.open_channel(grpc.aio)
+            self._stubs = _Stubs(self._channel, self._config.api)
         return self._stubs
 
     async def aclassify(self, pixels: Any, *, timeout: float | None = DEFAULT) -> Classification:

@@ -22,14 +22,12 @@ from typing import Any
 import grpc
 import numpy as np
 
+from digitserve.client.errors import ClientError, local_invalid
 from digitserve.contract import IMAGE_SIDE, IMAGE_SIZE, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
-from digitserve.serve.client_errors import ClientError, local_invalid
-from digitserve.serve.proto import digits_pb2
-from digitserve.serve.proto import grpc_service_pb2 as v2
-from digitserve.serve.servicers.codec import packed_float_field, packed_floats
+from digitserve.wire.codec import packed_float_field, packed_floats
+from digitserve.wire.proto import digits_pb2
+from digitserve.wire.proto import grpc_service_pb2 as v2
 
-APIS = ("digits", "v2")
-ENCODINGS = ("float32", "float32_le", "uint8")
 _FP32_CONTENTS = v2.InferTensorContents.DESCRIPTOR.fields_by_name["fp32_contents"].number
 
 

@@ -3,7 +3,7 @@
 isort:skip_file
 digits.v1: digitserve's own API for classifying MNIST-style handwritten digits.
 
-The input contract (DESIGN.md): one image is 784 pixels, 28x28 row-major, MNIST polarity
+The input contract (docs/design.md): one image is 784 pixels, 28x28 row-major, MNIST polarity
 (0 is the background, full ink is 1.0 as float or 255 as uint8). A request carries a batch
 of N >= 1 images, all in one encoding; the response carries one Prediction per image, in the
 order of the request.
