@@ -4,7 +4,10 @@
     (the server's own model loader and session settings, called back to back);
 (b) single-image requests at concurrency 1 and 64, against a bare grpc.aio echo server
     (bench/echo.py) answering the same method with a reply of the real reply's size;
-(c) the single-image load again with batching off (`--max-batch-size 1`).
+(c) the single-image load again with batching off (`--max-batch-size 1`);
+(d) the served throughput of both ONNX artifacts, `--artifact onnx` and `--artifact onnx-int8`:
+    requests of 64 images at concurrency 8 to each, and in-process ONNX Runtime on each file
+    (wants a version exported with `--formats onnx-int8`; without --repo, one is made).
 
 The server is a real `digitserve serve` process (or several sharing a port with SO_REUSEPORT);
 the load comes from spawned processes (bench/loadgen.py) that talk only to 127.0.0.1 and stop
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 
 METHODS = {"digits": "/digits.v1.Classifier/Classify", "v2": "/inference.GRPCInferenceService/ModelInfer"}
 TARGETS = {"a": 0.85, "b": 0.9, "c": 1.0}
+PHASES = ("a", "b", "c", "d")  # d (int8 against float) has no target: it reports
+ARTIFACTS = {"float": "onnx", "int8": "onnx-int8"}  # phase d's result keys -> --artifact
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="architecture of the fresh model when --repo is not given (default: %(default)s)",
     )
     parser.add_argument("--data", help="MNIST folder or mnist.npz (default: DIGITSERVE_DATA, then the Keras cache)")
-    parser.add_argument("--phases", default="a,b,c", help="which measurements: a, b, c (default: %(default)s)")
+    parser.add_argument("--phases", default="a,b,c", help="which measurements: a, b, c, d (default: %(default)s)")
     parser.add_argument("--seconds", type=positive_float, default=10.0, help="measured seconds per phase (default: 10)")
     parser.add_argument("--warmup", type=positive_float, default=1.0, help="unmeasured seconds first (default: 1)")
     parser.add_argument("--max-requests", type=positive_int, default=200_000, help="cap per phase and load process")
@@ -70,7 +75,7 @@ def fresh_repo(args: argparse.Namespace, folder: Path) -> Path:
     common = ["--repo", str(repo), "--name", args.name]
     for step in (
         ["train", "--model", args.model, "--epochs", "1", "--subset", "2000", *data, *common],
-        ["export", "--formats", "onnx", *data, *common],
+        ["export", "--formats", "onnx,onnx-int8" if "d" in args.phases else "onnx", *data, *common],
     ):
         log.info("fresh model: digitserve %s", " ".join(step))
         subprocess.run([sys.executable, "-m", "digitserve", "--log-level", "WARNING", *step], check=True)
@@ -100,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
     from digitserve.mnist import load_mnist
 
     phases = {p.strip() for p in args.phases.split(",") if p.strip()}
-    if not phases or phases - set(TARGETS):
-        raise UsageError(f"--phases takes a comma-separated subset of a,b,c; got {args.phases!r}")
+    if not phases or phases - set(PHASES):
+        raise UsageError(f"--phases takes a comma-separated subset of a,b,c,d; got {args.phases!r}")
     images = load_mnist(args.data).x_test.reshape(-1, 784)
     with tempfile.TemporaryDirectory(prefix="digitserve-bench-") as tmp:
         folder = Path(tmp)
@@ -123,13 +128,16 @@ def run(args: argparse.Namespace) -> int:
         }
         with Phases(args, repo, folder) as run_phases:
             results.update(run_phases.measure(phases, batches, batch_payloads, singles, single_payloads))
-        results["ratios"] = {
+        ratios = {
             "a_server_vs_in_process": ratio(results.get("a_server"), results.get("a_in_process")),
             "b_server_vs_echo_c1": ratio(results.get("b_server_c1"), results.get("b_echo_c1"), "requests_per_s"),
             "b_server_vs_echo_c64": ratio(results.get("b_server_c64"), results.get("b_echo_c64"), "requests_per_s"),
             "c_batching_vs_off_c64": ratio(results.get("b_server_c64"), results.get("c_no_batching_c64")),
             "c_batching_vs_off_c1": ratio(results.get("b_server_c1"), results.get("c_no_batching_c1")),
+            "d_int8_vs_float_served": ratio(results.get("d_server_int8"), results.get("d_server_float")),
+            "d_int8_vs_float_in_process": ratio(results.get("d_in_process_int8"), results.get("d_in_process_float")),
         }
+        results["ratios"] = {key: value for key, value in ratios.items() if key[0] in phases}  # the phases run
         results["targets"] = {
             "a_server_vs_in_process": TARGETS["a"],
             "b_server_vs_echo_c64": TARGETS["b"],
@@ -150,6 +158,10 @@ ROWS = (
     ("b_server_c64", "(b) server, 1 image/call, conc 64"),
     ("c_no_batching_c1", "(c) batching off, conc 1"),
     ("c_no_batching_c64", "(c) batching off, conc 64"),
+    ("d_in_process_float", "(d) in-process ORT, float onnx"),
+    ("d_server_float", "(d) server --artifact onnx, 64/call"),
+    ("d_in_process_int8", "(d) in-process ORT, onnx-int8"),
+    ("d_server_int8", "(d) server --artifact onnx-int8, 64/call"),
 )
 
 

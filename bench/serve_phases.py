@@ -24,7 +24,7 @@ import numpy as np
 
 from digitserve.bench.launch import BenchServer, ServerFailed, reusable_port
 from digitserve.bench.loadgen import LoadGenerator, LoadSpec
-from digitserve.bench.serve_bench import METHODS
+from digitserve.bench.serve_bench import ARTIFACTS, METHODS
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,14 @@ def machine_busy() -> float:
     return (sum(values[:8]) - values[3] - values[4]) / TICK
 
 
-def in_process(repo: Path, name: str, batches: list[np.ndarray], seconds: float, warmup: float) -> dict[str, Any]:
+def in_process(repo: Path, name: str, batches: list[np.ndarray], seconds: float, warmup: float,
+               artifact: str = "onnx") -> dict[str, Any]:
     """ONNX Runtime in this process, through the server's own loader and settings, back to back."""
     from digitserve.serve.model import load_model
     from digitserve.serve.settings import ServeSettings
 
-    settings = ServeSettings(repo=repo, name=name, device="cpu", metrics_port=None, poll_seconds=0)
+    settings = ServeSettings(repo=repo, name=name, device="cpu", metrics_port=None, poll_seconds=0,
+                             artifact=artifact)  # type: ignore[arg-type]
     model = load_model(settings)
     pixels = [(b.astype(np.float32) / np.float32(255.0)) for b in batches]
     latencies: list[float] = []
@@ -186,13 +188,14 @@ class Phases:
         log.info("%s c=%d x%d: %s", target, concurrency, images, summary)
         return summary
 
-    def check_predictions(self, target: str, batch: np.ndarray) -> dict[str, Any]:
+    def check_predictions(self, target: str, batch: np.ndarray, artifact: str = "onnx") -> dict[str, Any]:
         """Predictions over gRPC (through the Client) against in-process ONNX Runtime."""
         from digitserve.client import Client
         from digitserve.serve.model import load_model
         from digitserve.serve.settings import ServeSettings
 
-        model = load_model(ServeSettings(repo=self.repo, name=self.args.name, device="cpu", metrics_port=None))
+        model = load_model(ServeSettings(repo=self.repo, name=self.args.name, device="cpu", metrics_port=None,
+                                         artifact=artifact))  # type: ignore[arg-type]
         expected = model.run(batch.astype(np.float32) / np.float32(255.0))
         with Client(target, api=self.args.api, encoding=self.args.encoding, model=self.args.name) as client:
             got = client.classify(batch).probabilities
@@ -229,4 +232,14 @@ class Phases:
             with self.servers(["--max-batch-size", "1"]) as servers:
                 out["c_no_batching_c1"] = self.phase(servers[0].target, single_payloads, 1, 1, servers)
                 out["c_no_batching_c64"] = self.phase(servers[0].target, single_payloads, 1, 64, servers)
+        if "d" in phases:
+            for kind, artifact in ARTIFACTS.items():
+                with self.servers(["--artifact", artifact]) as servers:
+                    target = servers[0].target
+                    out[f"d_prediction_check_{kind}"] = self.check_predictions(
+                        target, np.concatenate(batches[:2]), artifact)
+                    out[f"d_server_{kind}"] = self.phase(target, batch_payloads, 64, 8, servers)
+                    # The server idles meanwhile, as in phase a.
+                    out[f"d_in_process_{kind}"] = in_process(
+                        self.repo, self.args.name, batches, self.args.seconds, self.args.warmup, artifact)
         return out

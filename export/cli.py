@@ -10,7 +10,7 @@ import sys
 
 from digitserve.cli import add_repo_options, positive_int
 from digitserve.errors import UsageError
-from digitserve.export.targets import FORMATS, TFJS_QUANTIZATIONS, parse_formats
+from digitserve.export.targets import ALL_FORMATS, FORMATS, TFJS_QUANTIZATIONS, parse_formats
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -28,7 +28,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--formats", type=_formats, default=FORMATS, metavar="LIST",
-        help=f"comma-separated artifacts to build (default: all: {','.join(FORMATS)})",
+        help=f"comma-separated artifacts to build, of {','.join(ALL_FORMATS)} "
+             f"(default: {','.join(FORMATS)}; onnx-int8, for CPU serving, only when named)",
     )
     parser.add_argument(
         "--tfjs-quantization", choices=TFJS_QUANTIZATIONS, default="none",

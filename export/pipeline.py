@@ -71,7 +71,8 @@ def export_version(
 ) -> ExportResult:
     """Export `version` (default: the newest) of `<repo_root>/<name>` and publish its manifest.
 
-    `formats`: any of onnx, tfjs, tflite, tflite-int8 (a list or "onnx,tfjs"); artifacts of other
+    `formats`: any of onnx, onnx-int8, tfjs, tflite, tflite-int8 (a list or "onnx,tfjs"; by default
+    all but onnx-int8, which is asked for by name); artifacts of other
     formats from a previous export of the same model.keras are kept. `data`: MNIST as a path
     (see digitserve.mnist.load_mnist) or already loaded. `tfjs_quantization`: None/"none",
     "float16" or "uint8" weights. Raises ModelRepositoryError (no such version, model.keras
@@ -111,6 +112,8 @@ def export_version(
             with progress.step("write the serving SavedModel (for TF.js and TFLite)"):
                 _converting("SavedModel", lambda: _write_saved_model(model, saved_model))
         job = Conversion(model, saved_model, mnist, tfjs_quantization)
+        # Kept ones first: onnx-int8 alone then quantises the very float ONNX it is published beside.
+        kept = _keep_previous(previous, version_dir, stage, keys, keras_sha256)
         for key in keys:
             interrupt.check()  # a converter may have swallowed Ctrl-C or SIGTERM
             target = TARGETS[key]
@@ -120,13 +123,12 @@ def export_version(
                 parity = _verify(target, stage / artifact.path, pixels, labels, keras_probabilities,
                                  target.is_quantised(tfjs_quantization), bounds)
             artifacts[key] = replace(artifact, parity=parity)
-        kept = _keep_previous(previous, version_dir, stage, keys, keras_sha256)
         everything = {**kept, **artifacts}
         manifest = Manifest(
             name=name,
             version=version,
             model=source.describe_model(version_dir, model, keras_sha256, keras_accuracy),
-            artifacts={key: everything[key] for key in FORMATS if key in everything},
+            artifacts={key: everything[key] for key in TARGETS if key in everything},
             export={
                 "digitserve": __version__,
                 "formats": list(keys),

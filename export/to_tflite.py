@@ -19,8 +19,6 @@ import tensorflow as tf
 from digitserve.contract import INPUT_NAME, OUTPUT_NAME
 from digitserve.export.signature import SIGNATURE_KEY
 
-CALIBRATION_IMAGES = 500
-
 
 def convert(saved_model: Path, path: Path, calibration: np.ndarray | None = None) -> dict[str, Any]:
     """Write a float32 TFLite model, or a full-integer one when `calibration` pixels are given."""
@@ -47,12 +45,6 @@ def convert(saved_model: Path, path: Path, calibration: np.ndarray | None = None
                    "shape_signature": [-1, 10]},
         "converter": f"tensorflow {tf.__version__}",
     }
-
-
-def calibration_pixels(train_pixels: np.ndarray, count: int = CALIBRATION_IMAGES) -> np.ndarray:
-    """`count` training images spread evenly over the set (every digit, fixed choice)."""
-    index = np.linspace(0, len(train_pixels) - 1, num=min(count, len(train_pixels))).astype(int)
-    return np.ascontiguousarray(train_pixels[index], dtype=np.float32)
 
 
 def _representative(pixels: np.ndarray) -> Iterator[list[np.ndarray]]:

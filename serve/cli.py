@@ -1,4 +1,5 @@
-"""`digitserve serve`: serve the newest exported model version over gRPC (see serve/server.py).
+"""`digitserve serve`: serve the newest exported model version over gRPC (see serve/server.py),
+in this process or, with `--workers N`, in N processes on one port (serve/workers.py).
 
 The flags derive from ServeSettings (serve/settings.py). Imports nothing heavy at module level:
 grpc and onnxruntime load inside `run`.
@@ -26,14 +27,19 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from digitserve.serve.server import DigitServer
+    from digitserve.serve.workers import Supervisor, worker_count
 
     # SIGHUP means "reload"; before the server listens the first load takes the newest version
     # anyway, and SIGHUP's default action would kill the process.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = settings_from_args(args)
     log.info("digitserve serve: %s", settings.describe())
+    workers = worker_count(settings)
+    if workers > 1:  # a supervisor and N server processes on one port (serve/workers.py)
+        return Supervisor(settings, workers, getattr(args, "log_level", "INFO")).run()
+    import asyncio
+
+    from digitserve.serve.server import DigitServer
+
     asyncio.run(DigitServer(settings).run())
     return 0

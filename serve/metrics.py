@@ -13,16 +13,26 @@ Counters (prometheus-client exposes each with the `_total` suffix of the Prometh
 Histograms: digitserve_batch_size, digitserve_queue_duration_seconds,
     digitserve_compute_duration_seconds, digitserve_request_duration_seconds.
 Gauges: digitserve_execution_provider{provider} (1 for the active one),
-    digitserve_model_version{model} (the version served), digitserve_queue_images,
+    digitserve_model_version{model} (the version served), digitserve_artifact{artifact} (1 for
+    the one served: onnx or onnx-int8), digitserve_queue_images,
     digitserve_inflight_calls (inference calls being handled),
     digitserve_ready (1 when serving, 0 when loading or draining).
 
 Each server owns its registry, so several servers can live in one process (tests).
+
+With `--workers N` (serve/workers.py) every worker writes its samples to prometheus-client's
+multiprocess files (PROMETHEUS_MULTIPROC_DIR) and the supervisor serves their sum on the one metrics
+port (`SupervisorMetrics`), with digitserve_worker_restarts (counter) of its own. Counters and
+histograms add up, a dead worker's included; each gauge states how its workers' values combine
+(`multiprocess_mode`, live workers only): queue, in-flight calls and ready add up (ready counts the
+workers serving), the provider and artifact take the max, the version the min (every worker serves
+at least that version).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,12 +42,21 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
+    multiprocess,
     start_http_server,
+    values,
 )
 
 log = logging.getLogger(__name__)
 
 PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+REFRESH_SECONDS = 0.25
+"""How often a worker copies its queue depth into its multiprocess file (no callback gauges there)."""
+
+
+def multiprocess_mode() -> bool:
+    """Whether prometheus-client writes samples to PROMETHEUS_MULTIPROC_DIR (chosen at its import)."""
+    return values.ValueClass is not values.MutexValue
 
 
 def _labels(model: Any) -> tuple[str, str]:
@@ -107,12 +126,26 @@ class Metrics:
             "1 for the ONNX Runtime provider in use",
             ["provider"],
             registry=r,
+            multiprocess_mode="livemax",
         )
-        self.model_version = Gauge("digitserve_model_version", "Version served", ["model"], registry=r)
-        self.queue_images = Gauge("digitserve_queue_images", "Images waiting in the queue", registry=r)
-        self.ready = Gauge("digitserve_ready", "1 when serving, 0 when loading or draining", registry=r)
-        self.in_flight = Gauge("digitserve_inflight_calls", "Inference calls being handled right now", registry=r)
+        self.model_version = Gauge(
+            "digitserve_model_version", "Version served", ["model"], registry=r, multiprocess_mode="livemin"
+        )
+        self.artifact = Gauge(
+            "digitserve_artifact", "1 for the artifact served", ["artifact"], registry=r, multiprocess_mode="livemax"
+        )
+        self.queue_images = Gauge(
+            "digitserve_queue_images", "Images waiting in the queue", registry=r, multiprocess_mode="livesum"
+        )
+        self.ready = Gauge(
+            "digitserve_ready", "1 when serving, 0 when loading or draining", registry=r, multiprocess_mode="livesum"
+        )
+        self.in_flight = Gauge(
+            "digitserve_inflight_calls", "Inference calls being handled right now", registry=r,
+            multiprocess_mode="livesum",
+        )
         self._http: Any = None
+        self._stop_refresh = threading.Event()
 
     # -- the batcher's observer ------------------------------------------------------------
     def batch_done(self, model: Any, images: int, queue_seconds: Sequence[float], compute_seconds: float) -> None:
@@ -145,15 +178,57 @@ class Metrics:
 
     def model_loaded(self, model: Any) -> None:
         self.model_version.labels(model.info.name).set(model.info.version)
+        self.artifact.labels(model.info.artifact).set(1)
         for provider in {*PROVIDERS, model.info.provider}:
             self.provider.labels(provider).set(1 if provider == model.info.provider else 0)
 
     def track_queue(self, queued_images: Callable[[], int]) -> None:
-        self.queue_images.set_function(lambda: float(queued_images()))
+        if not multiprocess_mode():
+            self.queue_images.set_function(lambda: float(queued_images()))
+            return
+
+        def refresh() -> None:  # the supervisor reads files, so the value must be written
+            while not self._stop_refresh.wait(REFRESH_SECONDS):
+                self.queue_images.set(queued_images())
+
+        threading.Thread(target=refresh, name="metrics-queue-refresh", daemon=True).start()
 
     # -- the HTTP endpoint -------------------------------------------------------------------
     def serve(self, host: str, port: int) -> int:
         """Serve /metrics on host:port (0 picks a port); return the port."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._http = server
+        return int(server.server_port)
+
+    def close(self) -> None:
+        self._stop_refresh.set()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+
+class SupervisorMetrics:
+    """The /metrics of `--workers N`: the workers' multiprocess files under `path`, summed, and
+    the supervisor's own restart counter. PROMETHEUS_MULTIPROC_DIR must name `path` before
+    prometheus-client is first imported in the workers (serve/workers.py sets it)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(self.registry, path=path)
+        self.restarts = Counter(
+            "digitserve_worker_restarts",
+            "Worker processes that died and were started again",
+            registry=None if multiprocess_mode() else self.registry,  # in multiprocess mode: in the files
+        )
+        self._http: Any = None
+
+    def worker_gone(self, pid: int) -> None:
+        """Drop a dead worker's live gauges (its counters stay in the sums)."""
+        multiprocess.mark_process_dead(pid, self.path)
+
+    def serve(self, host: str, port: int) -> int:
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
         self._http = server
         return int(server.server_port)

@@ -1,6 +1,7 @@
 """One model version ready to serve: verified, loaded into ONNX Runtime, warmed.
 
-`load_model` reads `artifacts.onnx` from the version's manifest.json, checks the file's sha256,
+`load_model` reads `artifacts.onnx` (or `artifacts.onnx-int8`, as `--artifact` asks) from the
+version's manifest.json, checks the file's sha256,
 opens `instances` ONNX Runtime sessions on the device `--device` asks for (docs/design.md: auto takes
 CUDA when a session can use it, cuda fails when it cannot, never a silent fallback), checks the
 input/output contract and runs a warm-up batch. Anything wrong raises ModelRepositoryError or
@@ -42,6 +43,8 @@ class ModelInfo:
     provider: str
     """The execution provider that runs the model: CUDAExecutionProvider or CPUExecutionProvider."""
     load_seconds: float
+    artifact: str = "onnx"
+    """The manifest's artifact served: onnx (float) or onnx-int8."""
 
 
 class OnnxModel:
@@ -64,9 +67,15 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_verified_onnx(repo: ModelRepository, version: int) -> tuple[Path, bytes, str]:
-    """The version's ONNX file bytes, after checking them against the manifest's sha256."""
-    artifact = repo.read_manifest(version).artifacts.get("onnx")
+def read_verified_onnx(repo: ModelRepository, version: int, key: str = "onnx") -> tuple[Path, bytes, str]:
+    """The bytes of the version's ONNX artifact `key`, after checking them against the manifest's sha256."""
+    artifact = repo.read_manifest(version).artifacts.get(key)
+    if artifact is None and key != "onnx":
+        raise ModelRepositoryError(
+            f"{repo.manifest_file(version)} has no artifacts.{key} entry: version {version} was "
+            f"exported without it; add it with `digitserve export --version {version} --formats "
+            f"{key}` (the other artifacts are kept), or serve the float model with --artifact onnx"
+        )
     if artifact is None:
         raise ModelRepositoryError(
             f"{repo.manifest_file(version)} has no artifacts.onnx entry with a path and "
@@ -76,7 +85,7 @@ def read_verified_onnx(repo: ModelRepository, version: int) -> tuple[Path, bytes
     file = (version_dir / artifact.path).resolve()
     if version_dir not in file.parents:
         raise ModelRepositoryError(
-            f"artifacts.onnx.path {artifact.path!r} points outside {version_dir}; refusing it"
+            f"artifacts.{key}.path {artifact.path!r} points outside {version_dir}; refusing it"
         )
     try:
         data = file.read_bytes()
@@ -221,7 +230,7 @@ def load_model(settings: ServeSettings, version: int | None = None) -> OnnxModel
     repo = ModelRepository(settings.repo, settings.name)
     if version is None:
         version = repo.latest_complete_version()
-    file, data, digest = read_verified_onnx(repo, version)
+    file, data, digest = read_verified_onnx(repo, version, settings.artifact)
     try:
         first = _first_session(data, settings)
         _check_contract(first, file)
@@ -240,6 +249,7 @@ def load_model(settings: ServeSettings, version: int | None = None) -> OnnxModel
         sha256=digest,
         provider=first.get_providers()[0],
         load_seconds=0.0,
+        artifact=settings.artifact,
     )
     model = OnnxModel(info, sessions)
     try:

@@ -95,7 +95,7 @@ class DigitServer:
         """The version that will be served, after checking its file against the manifest."""
         repo = ModelRepository(self.settings.repo, self.settings.name)
         version = repo.latest_complete_version()
-        read_verified_onnx(repo, version)
+        read_verified_onnx(repo, version, self.settings.artifact)
         return version
 
     async def start(self) -> int:
@@ -145,7 +145,7 @@ class DigitServer:
 
     async def load(self, version: int | None = None) -> None:
         """Load, verify and warm the first model, report SERVING, start polling for new ones."""
-        model = await asyncio.to_thread(load_model, self.settings, version)
+        model = await self.open_model(version)
         self.plane.serve(model)
         for service in ("", *SERVICES):
             await self.health.set(service, SERVING)
@@ -153,13 +153,21 @@ class DigitServer:
             self._tasks.append(asyncio.create_task(self._poll(), name="reload-poll"))
         if self._reload_when_loaded:
             self._tasks.append(asyncio.create_task(self.reload(), name="deferred-sighup-reload"))
-        info = model.info
+        self.announce(model.info)
+
+    async def open_model(self, version: int | None) -> Any:
+        """The first model, loaded, verified and warmed (a worker opens it before it listens)."""
+        return await asyncio.to_thread(load_model, self.settings, version)
+
+    def announce(self, info: Any) -> None:
+        """Log that the model serves (a worker tells its supervisor instead: serve/worker.py)."""
         log.info(
-            "serving %s version %d from %s on %s (loaded, verified and warmed in %.2f s)",
+            "serving %s version %d from %s on %s (artifact %s; loaded, verified and warmed in %.2f s)",
             info.name,
             info.version,
             info.path,
             info.provider,
+            info.artifact,
             info.load_seconds,
         )
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from digitserve.contract import IMAGE_SIZE, NUM_CLASSES
 from digitserve.repository import DEFAULT_NAME, DEFAULT_REPO
@@ -23,6 +23,7 @@ NETWORK, DEVICE, BATCHING, LIFECYCLE = "network", "device and ONNX Runtime", "ba
 AtLeastOne = Annotated[int, Field(ge=1)]
 ZeroOrMore = Annotated[int, Field(ge=0)]
 Seconds = Annotated[float, Field(ge=0)]  # NaN fails too
+Workers = Annotated[int, BeforeValidator(lambda v: 0 if str(v).strip().lower() == "auto" else v), Field(ge=0)]
 
 
 class ServeSettings(Settings):
@@ -51,6 +52,10 @@ class ServeSettings(Settings):
         None, "PEM CA bundle: clients must present a certificate it signed (mutual TLS)", group=NETWORK
     )
 
+    artifact: Literal["onnx", "onnx-int8"] = setting(
+        "onnx", "the export to serve: onnx (float) or onnx-int8 (quantised for CPUs, made by "
+        "`digitserve export --formats onnx-int8`)", group=DEVICE,
+    )
     device: Literal["auto", "cuda", "cpu"] = setting(
         "auto", "auto: CUDA when a session can use it, else CPU (and says so); cuda: fail without CUDA", group=DEVICE
     )
@@ -84,6 +89,10 @@ class ServeSettings(Settings):
         1024, "most images in one request; sets the gRPC max message size too", group=BATCHING
     )
     instances: AtLeastOne = setting(1, "parallel ONNX Runtime sessions fed by the one batcher", group=BATCHING)
+    workers: Workers = setting(
+        1, "server processes on the one port (SO_REUSEPORT) under a supervisor that restarts them; "
+        "auto or 0: cores / (instances x intra-op threads)", group=BATCHING,
+    )
 
     drain_delay_seconds: Seconds = setting(
         0.0, "on SIGTERM/SIGINT, seconds of lame duck first: health NOT_SERVING, every call still answered",

@@ -24,6 +24,7 @@ from digitserve.wire.proto import grpc_service_pb2 as pb
 from digitserve.wire.proto import grpc_service_pb2_grpc
 
 SERVER_NAME = "digitserve"
+ARTIFACT_TRAILER = "digitserve-artifact"
 ITEM_BYTES = {"FP32": 4, "UINT8": 1}
 _FP32_CONTENTS = pb.InferTensorContents.DESCRIPTOR.fields_by_name["fp32_contents"].number
 
@@ -145,14 +146,17 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     @grpc_errors
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
         model = self._plane.model
-        # V2 has no field for the execution device: it is reported as an extension-style entry.
-        extensions = [f"execution_provider:{model.info.provider}"] if model is not None else []
+        # V2 has no field for the execution device or the artifact: extension-style entries.
+        extensions = ([f"execution_provider:{model.info.provider}", f"artifact:{model.info.artifact}"]
+                      if model is not None else [])
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=extensions)
 
     @grpc_errors
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
         model = self._plane.require_model()
         check_model(model, request.name, request.version)
+        # Its message has no free field either: the artifact (onnx, onnx-int8) goes in a trailer.
+        context.set_trailing_metadata(((ARTIFACT_TRAILER, model.info.artifact),))
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=model.info.name,

@@ -106,6 +106,13 @@ class Artifact:
     def folder(self) -> PurePosixPath:
         return PurePosixPath(self.path).parent
 
+    @property
+    def speedup(self) -> float | None:
+        """An int8 ONNX's in-process speed-up over the float ONNX, measured on the exporting
+        machine (facts `speedup_over_float`, export/speedup.py); None for other artifacts."""
+        measured = self.facts.get("speedup_over_float")
+        return float(measured["speedup"]) if isinstance(measured, dict) and "speedup" in measured else None
+
     def files_match(self, version_dir: Path) -> bool:
         """Whether every file is there with the checksum the manifest records."""
         folder = version_dir / self.folder

@@ -32,6 +32,8 @@ def test_bench_serve_runs_every_phase_and_writes_json(repo: Path, mnist_dir: Pat
     assert results["b_echo_c1"]["reply_bytes"] == results["b_server_c1"]["reply_bytes"]  # same message sizes
     assert results["b_echo_c1"]["request_bytes"] == results["b_server_c1"]["request_bytes"]
     assert results["prediction_check"]["labels_equal"] and results["prediction_check"]["max_abs_diff"] < 1e-5
+    assert set(results["ratios"]) == {"a_server_vs_in_process", "b_server_vs_echo_c1", "b_server_vs_echo_c64",
+                                      "c_batching_vs_off_c64", "c_batching_vs_off_c1"}  # phase d not asked for
     assert all(isinstance(value, float) for value in results["ratios"].values())
     assert "b_server_vs_echo_c64" in done.stdout and "(a) server, 64 images/call, conc 8" in done.stdout
 

@@ -28,7 +28,7 @@ SERVE_DEFAULTS = dict(
     tls_cert=None, tls_key=None, tls_client_ca=None, device="auto", cuda_device_id=0, cuda_mem_limit_mb=0,
     cudnn_conv_algo_search="HEURISTIC", intra_op_threads=0, inter_op_threads=0, graph_optimization="all",
     ort_spinning=False, max_batch_size=64, max_queue_delay_us=0, max_queue_images=4096, max_request_images=1024,
-    instances=1, drain_delay_seconds=0.0, grace_seconds=10.0, poll_seconds=5.0,
+    instances=1, workers=1, drain_delay_seconds=0.0, grace_seconds=10.0, poll_seconds=5.0, artifact="onnx",
 )
 WEB_DEFAULTS = dict(repo=Path("models"), name="digits", host="127.0.0.1", port=8080, node_modules=None)
 
