@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
 import re
 import shlex
 import subprocess
@@ -27,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from digitserve.cli import COMMANDS, ENV_PREFIX, build_parser
+from tests.support.commands import environment, subparser
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -205,19 +205,6 @@ def digitserve_invocations(line: str) -> Iterator[tuple[dict[str, str], list[str
             yield env, words[i + 3:]
 
 
-@contextlib.contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    saved = dict(os.environ)
-    try:
-        for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
-            del os.environ[key]
-        os.environ.update(values)
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 def strict(parser: argparse.ArgumentParser) -> None:
     """No abbreviated options: `--max-batch` in a document is a typo, not `--max-batch-size`."""
     parser.allow_abbrev = False
@@ -244,11 +231,9 @@ def command_lines() -> list[tuple[str, str]]:
     return [(rel(path), line) for path in documents() for line in shell_lines(path.read_text())]
 
 
-def subparser(command: str) -> argparse.ArgumentParser:
+def command_parser(command: str) -> argparse.ArgumentParser:
     with environment({}):
-        parser = build_parser(command)
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return action.choices[command]
+        return subparser(build_parser(command), command)
 
 
 # == the tests ==================================================================================
@@ -359,7 +344,7 @@ def test_flag_tables_agree_with_the_parser(path: Path) -> None:
         return
     doc = rel(path)
     assert doc in FLAG_TABLE_COMMANDS, f"{doc} has a flag table: name its command in FLAG_TABLE_COMMANDS"
-    options = {o: a for a in subparser(FLAG_TABLE_COMMANDS[doc])._actions for o in a.option_strings}
+    options = {o: a for a in command_parser(FLAG_TABLE_COMMANDS[doc])._actions for o in a.option_strings}
     problems = []
     for rows in tables:
         for flags_cell, env_cell, default_cell, *_ in rows:

@@ -63,6 +63,11 @@ def _cnn(pixels: keras.KerasTensor) -> keras.KerasTensor:
     x = _conv_block(x, 64)
     x = _conv_block(x, 64)
     x = layers.MaxPooling2D()(x)
+    return _dense_head(x)
+
+
+def _dense_head(x: keras.KerasTensor) -> keras.KerasTensor:
+    """The head cnn and compact share: flatten, dense 128 with BN-ReLU and dropout, softmax."""
     x = layers.Flatten()(x)
     x = layers.Dense(128, use_bias=False)(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
@@ -87,9 +92,4 @@ def _compact(pixels: keras.KerasTensor) -> keras.KerasTensor:
     x = layers.MaxPooling2D()(x)
     x = _conv_block(x, 48, padding="same")  # 7x7
     x = _conv_block(x, 48)  # 5x5
-    x = layers.Flatten()(x)
-    x = layers.Dense(128, use_bias=False)(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
-    x = layers.Activation("relu")(x)
-    x = layers.Dropout(0.4)(x)
-    return _output(x)
+    return _dense_head(x)

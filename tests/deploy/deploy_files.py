@@ -16,7 +16,7 @@ import re
 import shlex
 import subprocess
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from digitserve.cli import COMMANDS, ENV_PREFIX, build_parser
+from tests.support.commands import environment, subparser
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -39,25 +40,6 @@ NON_FLAG_VARIABLES = ("DIGITSERVE_DATA", "DIGITSERVE_NODE", "DIGITSERVE_NODE_MOD
 
 
 # -- the CLI ----------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def environment(values: Mapping[str, str]) -> Iterator[None]:
-    """os.environ with every DIGITSERVE_* variable replaced by `values`, restored afterwards."""
-    saved = dict(os.environ)
-    try:
-        for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
-            del os.environ[key]
-        os.environ.update({k: str(v) for k, v in values.items()})
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-def subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
-    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    return actions[0].choices[command]
-
-
 def option_dests(command: str) -> set[str]:
     """The destinations of every option of `digitserve COMMAND`, and of the top-level options."""
     with environment({}):

@@ -3,10 +3,13 @@ environment without the shell's DIGITSERVE_* settings (tests pass the settings t
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,27 @@ def clean_env(**values: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("DIGITSERVE_")}
     env.update(values)
     return env
+
+
+@contextlib.contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """os.environ with every DIGITSERVE_* variable replaced by `values`, restored afterwards
+    (the CLI's parser reads them when it is built)."""
+    saved = dict(os.environ)
+    try:
+        for key in [k for k in os.environ if k.startswith("DIGITSERVE_")]:
+            del os.environ[key]
+        os.environ.update({k: str(v) for k, v in values.items()})
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The parser of `digitserve COMMAND` inside the whole CLI's parser."""
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[command]
 
 
 def digitserve(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
