@@ -2,7 +2,8 @@
 
 `digitserve bench serve` and the GPU check start servers the way a user does: the
 port comes from the server's own log line ("listening on 127.0.0.1:PORT"), readiness from its
-"serving NAME version V" line, and a server that exits first raises ServerFailed carrying the
+"serving NAME version V" line (a server of several models logs one per version, once every
+one of them serves), and a server that exits first raises ServerFailed carrying the
 error line the server printed (for example `--device cuda` on a machine without CUDA).
 """
 
@@ -37,13 +38,17 @@ def reusable_port() -> int:
 
 
 class BenchServer:
-    """One `digitserve serve --host 127.0.0.1` process; a context manager that stops it."""
+    """One `digitserve serve --host 127.0.0.1` process; a context manager that stops it.
 
-    def __init__(self, repo: str | Path, args: list[str], log_path: Path, name: str = "digits", port: int = 0):
+    `name` becomes `--name`; None leaves it out (the server then serves every model of the
+    repository, or those that `--model` flags in `args` choose).
+    """
+
+    def __init__(self, repo: str | Path, args: list[str], log_path: Path, name: str | None = "digits", port: int = 0):
         self.log_path = log_path
         self._log = log_path.open("w")
-        command = [sys.executable, "-m", "digitserve", "--log-level", "INFO", "serve"]
-        command += ["--repo", str(repo), "--name", name]
+        command = [sys.executable, "-m", "digitserve", "--log-level", "INFO", "serve", "--repo", str(repo)]
+        command += ["--name", name] if name is not None else []
         command += ["--host", "127.0.0.1", "--port", str(port), "--poll-seconds", "0", *args]
         env = {k: v for k, v in os.environ.items() if not k.startswith("DIGITSERVE_") or k == "DIGITSERVE_DATA"}
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)

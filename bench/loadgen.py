@@ -5,7 +5,9 @@ processes (`LoadGenerator`). Each worker opens `channels` channels to 127.0.0.1 
 TCP connection, so SO_REUSEPORT servers share the load) and runs `concurrency` callers that
 send pre-serialised requests back to back and time each reply. Requests and replies stay raw
 bytes (no protobuf on the client side), so the load costs the same whatever server answers:
-the real one or the bare echo.
+the real one or the bare echo. `LoadSpec.models` spreads the requests round robin over several
+models of one server, each with requests serialised once for it (naming it), so addressing a
+model costs nothing per call; one model or several, every call takes the same path.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class LoadSpec:
     target: str
     method: str
     payloads: tuple[bytes, ...]
-    """Serialised requests, sent in turn."""
+    """Serialised requests, sent in turn (when `models` is empty)."""
     images_per_request: int
     concurrency: int
     seconds: float
@@ -38,6 +40,12 @@ class LoadSpec:
     timeout: float = 30.0
     start_at: float = 0.0
     """time.monotonic() instant when every worker starts (the clock is system-wide on Linux)."""
+    models: tuple[tuple[str, tuple[bytes, ...]], ...] = ()
+    """Round robin over models: (name, its serialised requests) each; request n goes to
+    models[n % len(models)]. Empty: every request comes from `payloads`, counted under ""."""
+
+    def groups(self) -> tuple[tuple[str, tuple[bytes, ...]], ...]:
+        return self.models or (("", self.payloads),)
 
 
 @dataclass
@@ -52,6 +60,8 @@ class LoadResult:
     """Requests answered in the whole run, warm-up included (for CPU per request)."""
     cpu_seconds: float
     """CPU time the load processes spent over the whole run."""
+    by_model: dict[str, int] | None = None
+    """Measured requests answered per model (with `LoadSpec.models`)."""
 
     def summary(self) -> dict[str, Any]:
         requests = len(self.latencies)
@@ -66,6 +76,7 @@ class LoadResult:
             "p50_ms": round(float(np.percentile(ms, 50)), 3),
             "p99_ms": round(float(np.percentile(ms, 99)), 3),
             "errors": self.errors,
+            **({"requests_by_model": self.by_model} if self.spec.models and self.by_model is not None else {}),
         }
 
 
@@ -85,6 +96,8 @@ async def _drive(spec: LoadSpec) -> dict[str, Any]:
     stop_at = measure_from + spec.seconds
     latencies: list[float] = []
     errors: dict[str, int] = {}
+    groups = spec.groups()
+    by_model = dict.fromkeys((name for name, _ in groups), 0)
     reply_bytes = 0
     sent = completed = 0
     last_done = measure_from
@@ -96,7 +109,8 @@ async def _drive(spec: LoadSpec) -> dict[str, Any]:
             began = time.monotonic()
             if began >= stop_at:
                 return
-            payload = spec.payloads[sent % len(spec.payloads)]
+            model, payloads = groups[sent % len(groups)]
+            payload = payloads[(sent // len(groups)) % len(payloads)]
             sent += 1
             try:
                 reply = await call(payload, timeout=spec.timeout)
@@ -109,6 +123,7 @@ async def _drive(spec: LoadSpec) -> dict[str, Any]:
             if began >= measure_from:
                 latencies.append(done - began)
                 last_done = max(last_done, done)
+                by_model[model] += 1
 
     await asyncio.sleep(max(0.0, spec.start_at - time.monotonic()))
     cpu = time.process_time()
@@ -118,7 +133,7 @@ async def _drive(spec: LoadSpec) -> dict[str, Any]:
         await channel.close()
     return {
         "latencies": latencies, "measure_from": measure_from, "last_done": last_done, "errors": errors,
-        "reply_bytes": reply_bytes, "completed": completed, "cpu_seconds": cpu,
+        "reply_bytes": reply_bytes, "completed": completed, "cpu_seconds": cpu, "by_model": by_model,
     }
 
 
@@ -159,9 +174,12 @@ class LoadGenerator:
         measure_from = min(part["measure_from"] for part in parts)
         last_done = max(part["last_done"] for part in parts)
         errors: dict[str, int] = {}
+        by_model: dict[str, int] = {}
         for part in parts:
             for code, count in part["errors"].items():
                 errors[code] = errors.get(code, 0) + count
+            for model, count in part["by_model"].items():
+                by_model[model] = by_model.get(model, 0) + count
         return LoadResult(
             spec,
             latencies,
@@ -170,6 +188,7 @@ class LoadGenerator:
             reply_bytes=max(part["reply_bytes"] for part in parts),
             completed=sum(part["completed"] for part in parts),
             cpu_seconds=sum(part["cpu_seconds"] for part in parts),
+            by_model=by_model,
         )
 
     def close(self) -> None:

@@ -7,7 +7,11 @@
 (c) the single-image load again with batching off (`--max-batch-size 1`);
 (d) the served throughput of both ONNX artifacts, `--artifact onnx` and `--artifact onnx-int8`:
     requests of 64 images at concurrency 8 to each, and in-process ONNX Runtime on each file
-    (wants a version exported with `--formats onnx-int8`; without --repo, one is made).
+    (wants a version exported with `--formats onnx-int8`; without --repo, one is made);
+(e) one model against two in one server: the served version is copied into a temporary
+    repository as two models, NAME and NAME-b (the same export twice, so only the number of
+    models differs); requests of 64 images at concurrency 8 to a server of NAME alone
+    (`--model NAME`), then the same load split round robin over both, to a server of both.
 
 The server is a real `digitserve serve` process (or several sharing a port with SO_REUSEPORT);
 the load comes from spawned processes (bench/loadgen.py) that talk only to 127.0.0.1 and stop
@@ -35,7 +39,7 @@ log = logging.getLogger(__name__)
 
 METHODS = {"digits": "/digits.v1.Classifier/Classify", "v2": "/inference.GRPCInferenceService/ModelInfer"}
 TARGETS = {"a": 0.85, "b": 0.9, "c": 1.0}
-PHASES = ("a", "b", "c", "d")  # d (int8 against float) has no target: it reports
+PHASES = ("a", "b", "c", "d", "e")  # d (int8 against float) and e (two models against one) have no target: they report
 ARTIFACTS = {"float": "onnx", "int8": "onnx-int8"}  # phase d's result keys -> --artifact
 
 
@@ -43,11 +47,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repo", help="model repository to serve (default: train and export a fresh one)")
     parser.add_argument("--name", default="digits", help="model name in the repository (default: %(default)s)")
     parser.add_argument(
-        "--model", default="cnn", choices=("softmax", "mlp", "cnn"),
+        "--model", default="cnn", choices=("softmax", "mlp", "cnn", "compact"),
         help="architecture of the fresh model when --repo is not given (default: %(default)s)",
     )
     parser.add_argument("--data", help="MNIST folder or mnist.npz (default: DIGITSERVE_DATA, then the Keras cache)")
-    parser.add_argument("--phases", default="a,b,c", help="which measurements: a, b, c, d (default: %(default)s)")
+    parser.add_argument("--phases", default="a,b,c", help="which measurements: a, b, c, d, e (default: %(default)s)")
     parser.add_argument("--seconds", type=positive_float, default=10.0, help="measured seconds per phase (default: 10)")
     parser.add_argument("--warmup", type=positive_float, default=1.0, help="unmeasured seconds first (default: 1)")
     parser.add_argument("--max-requests", type=positive_int, default=200_000, help="cap per phase and load process")
@@ -84,14 +88,20 @@ def fresh_repo(args: argparse.Namespace, folder: Path) -> Path:
 
 def requests(args: argparse.Namespace, images: Any, size: int, count: int) -> tuple[list[Any], tuple[bytes, ...]]:
     """`count` batches of `size` MNIST test images, and the requests the Client would send."""
+    batches = [images[i * size : (i + 1) * size] for i in range(count)]
+    return batches, request_payloads(args, batches)
+
+
+def request_payloads(args: argparse.Namespace, batches: list[Any], model: str | None = None) -> tuple[bytes, ...]:
+    """The serialised requests of `batches` for `model` (None: as a single-model client sends them:
+    digits.v1 names no model, V2 names --name)."""
     from digitserve.client.messages import digits_request, v2_request
 
-    batches = [images[i * size : (i + 1) * size] for i in range(count)]
     if args.api == "digits":
-        messages = [digits_request(b, args.encoding, packed_output=True) for b in batches]
+        messages = [digits_request(b, args.encoding, packed_output=True, model=model or "") for b in batches]
     else:
-        messages = [v2_request(b, args.encoding, True, args.name, "") for b in batches]
-    return batches, tuple(m.SerializeToString() for m in messages)
+        messages = [v2_request(b, args.encoding, True, model or args.name, "") for b in batches]
+    return tuple(m.SerializeToString() for m in messages)
 
 
 def ratio(numerator: dict[str, Any] | None, denominator: dict[str, Any] | None, key: str = "images_per_s") -> Any:
@@ -106,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
     phases = {p.strip() for p in args.phases.split(",") if p.strip()}
     if not phases or phases - set(PHASES):
-        raise UsageError(f"--phases takes a comma-separated subset of a,b,c,d; got {args.phases!r}")
+        raise UsageError(f"--phases takes a comma-separated subset of {','.join(PHASES)}; got {args.phases!r}")
     images = load_mnist(args.data).x_test.reshape(-1, 784)
     with tempfile.TemporaryDirectory(prefix="digitserve-bench-") as tmp:
         folder = Path(tmp)
@@ -136,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
             "c_batching_vs_off_c1": ratio(results.get("b_server_c1"), results.get("c_no_batching_c1")),
             "d_int8_vs_float_served": ratio(results.get("d_server_int8"), results.get("d_server_float")),
             "d_int8_vs_float_in_process": ratio(results.get("d_in_process_int8"), results.get("d_in_process_float")),
+            "e_two_models_vs_one": ratio(results.get("e_two_models"), results.get("e_one_model")),
         }
         results["ratios"] = {key: value for key, value in ratios.items() if key[0] in phases}  # the phases run
         results["targets"] = {
@@ -162,6 +173,8 @@ ROWS = (
     ("d_server_float", "(d) server --artifact onnx, 64/call"),
     ("d_in_process_int8", "(d) in-process ORT, onnx-int8"),
     ("d_server_int8", "(d) server --artifact onnx-int8, 64/call"),
+    ("e_one_model", "(e) one model served, 64/call, conc 8"),
+    ("e_two_models", "(e) two models, load split over both"),
 )
 
 

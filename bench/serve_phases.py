@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ import numpy as np
 
 from digitserve.bench.launch import BenchServer, ServerFailed, reusable_port
 from digitserve.bench.loadgen import LoadGenerator, LoadSpec
-from digitserve.bench.serve_bench import ARTIFACTS, METHODS
+from digitserve.bench.serve_bench import ARTIFACTS, METHODS, request_payloads
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def scrape(port: int) -> dict[str, float]:
 
 
 class Phases:
-    """Servers, echo and load for phases a, b and c (see serve_bench's module doc)."""
+    """Servers, echo and load for phases a to e (see serve_bench's module doc)."""
 
     def __init__(self, args: argparse.Namespace, repo: Path, folder: Path):
         self.args = args
@@ -113,8 +114,9 @@ class Phases:
             self.load.close()
 
     @contextlib.contextmanager
-    def servers(self, extra: list[str]) -> Iterator[list[BenchServer]]:
-        """`--server-processes` servers on one port (SO_REUSEPORT when more than one)."""
+    def servers(self, extra: list[str], repo: Path | None = None) -> Iterator[list[BenchServer]]:
+        """`--server-processes` servers on one port (SO_REUSEPORT when more than one), serving
+        --name of the bench's repository; or `repo` without --name (`extra` may give --model)."""
         count = self.args.server_processes
         cores = len(os.sched_getaffinity(0))
         flags = ["--device", "cpu", "--metrics-port", "0", "--intra-op-threads", str(max(1, cores // count))]
@@ -128,7 +130,8 @@ class Phases:
             for _ in range(count):
                 self._logs += 1
                 log_path = self.folder / f"serve-{self._logs}.log"
-                started.append(BenchServer(self.repo, flags, log_path, self.args.name, port).wait_serving())
+                name = None if repo else self.args.name
+                started.append(BenchServer(repo or self.repo, flags, log_path, name, port).wait_serving())
                 port = started[0].port
             yield started
         finally:
@@ -150,8 +153,10 @@ class Phases:
             process.wait(15)
 
     def phase(self, target: str, payloads: tuple[bytes, ...], images: int, concurrency: int,
-              servers: list[BenchServer] | None = None, pids: list[int] | None = None) -> dict[str, Any]:
-        """Load `target` (served by `servers`, or by the processes `pids`) and summarise."""
+              servers: list[BenchServer] | None = None, pids: list[int] | None = None,
+              models: tuple[tuple[str, tuple[bytes, ...]], ...] = ()) -> dict[str, Any]:
+        """Load `target` (served by `servers`, or by the processes `pids`) and summarise;
+        `models`: spread the calls round robin over these models (LoadSpec.models)."""
         assert self.load is not None
         ports = [int(m.group(1)) for s in servers or [] if (m := METRICS_LINE.search(s.log()))]
         pids = pids or [s.process.pid for s in servers or []]
@@ -160,7 +165,7 @@ class Phases:
         spec = LoadSpec(
             target=target, method=METHODS[self.args.api], payloads=payloads, images_per_request=images,
             concurrency=concurrency, seconds=self.args.seconds, warmup_seconds=self.args.warmup,
-            max_requests=self.args.max_requests, channels=self.args.channels,
+            max_requests=self.args.max_requests, channels=self.args.channels, models=models,
         )
         result = self.load.run(spec)
         wall = time.monotonic() - wall_before
@@ -168,7 +173,7 @@ class Phases:
         other_cpu = machine_busy() - busy_before - server_cpu - result.cpu_seconds
         summary = result.summary()
         summary["reply_bytes"] = result.reply_bytes
-        summary["request_bytes"] = len(payloads[0])
+        summary["request_bytes"] = len(spec.groups()[0][1][0])
         done = max(1, result.completed)
         summary["server_cpu_us_per_request"] = round(server_cpu / done * 1e6, 1)
         summary["load_cpu_us_per_request"] = round(result.cpu_seconds / done * 1e6, 1)
@@ -188,8 +193,10 @@ class Phases:
         log.info("%s c=%d x%d: %s", target, concurrency, images, summary)
         return summary
 
-    def check_predictions(self, target: str, batch: np.ndarray, artifact: str = "onnx") -> dict[str, Any]:
-        """Predictions over gRPC (through the Client) against in-process ONNX Runtime."""
+    def check_predictions(self, target: str, batch: np.ndarray, artifact: str = "onnx",
+                          model_name: str | None = None) -> dict[str, Any]:
+        """Predictions over gRPC (through the Client) against in-process ONNX Runtime; `model_name`:
+        ask that model of the server (the reference is always --name of the bench's repository)."""
         from digitserve.client import Client
         from digitserve.serve.model import load_model
         from digitserve.serve.settings import ServeSettings
@@ -197,13 +204,33 @@ class Phases:
         model = load_model(ServeSettings(repo=self.repo, name=self.args.name, device="cpu", metrics_port=None,
                                          artifact=artifact))  # type: ignore[arg-type]
         expected = model.run(batch.astype(np.float32) / np.float32(255.0))
-        with Client(target, api=self.args.api, encoding=self.args.encoding, model=self.args.name) as client:
-            got = client.classify(batch).probabilities
+        asked = model_name or self.args.name
+        with Client(target, api=self.args.api, encoding=self.args.encoding, model=asked) as client:
+            answer = client.classify(batch)
+        got = answer.probabilities
         return {
             "images": len(batch),
             "max_abs_diff": float(np.abs(got - expected).max()),
             "labels_equal": bool((got.argmax(1) == expected.argmax(1)).all()),
+            **({"answered_by": f"{answer.model_name}/{answer.model_version}"} if model_name else {}),
         }
+
+    def two_model_repo(self) -> tuple[Path, list[str]]:
+        """Phase e's repository: the served version of --name copied as two models, NAME and NAME-b.
+
+        The same export twice (same version number, same files, each verified against its own
+        manifest copy), so the two servers differ only in how many models they hold.
+        """
+        from digitserve.repository import ModelRepository
+
+        name = self.args.name
+        version = ModelRepository(self.repo, name).latest_complete_version()
+        repo = self.folder / "repo-e"
+        names = [name, f"{name}-b"]
+        for model in names:
+            shutil.copytree(self.repo / name / str(version), repo / model / str(version))
+        log.info("phase e: version %d of %r copied to %s as %s", version, name, repo, " and ".join(names))
+        return repo, names
 
     def measure(self, phases: set[str], batches: list[np.ndarray], batch_payloads: tuple[bytes, ...],
                 singles: list[np.ndarray], single_payloads: tuple[bytes, ...]) -> dict[str, Any]:
@@ -242,4 +269,17 @@ class Phases:
                     # The server idles meanwhile, as in phase a.
                     out[f"d_in_process_{kind}"] = in_process(
                         self.repo, self.args.name, batches, self.args.seconds, self.args.warmup, artifact)
+        if "e" in phases:
+            repo, names = self.two_model_repo()
+            routes = tuple((name, request_payloads(self.args, batches, name)) for name in names)
+            # Every request names its model in both runs, so the requests are alike byte for byte
+            # (but for the "-b"); e1 sends them all to NAME, e2 alternates NAME and NAME-b.
+            with self.servers(["--model", names[0]], repo) as servers:
+                out["e_one_model"] = self.phase(servers[0].target, routes[0][1], 64, 8, servers, models=routes[:1])
+            with self.servers([], repo) as servers:
+                out["e_prediction_check"] = {
+                    name: self.check_predictions(servers[0].target, np.concatenate(batches[:2]), model_name=name)
+                    for name in names
+                }
+                out["e_two_models"] = self.phase(servers[0].target, routes[0][1], 64, 8, servers, models=routes)
         return out

@@ -2,6 +2,7 @@
 
     digitserve classify [--target HOST:PORT] [--api digits|v2] [--encoding float32|uint8] IMAGE ...
     digitserve classify --mnist-test N [--data PATH] [--batch-size B]
+    digitserve classify --model NAME [--model-version N] ...   # a model and version of the repository
 
 Image files are prepared as MNIST was (digitserve.preprocess: grayscale, inverted when dark on
 light, cropped to the ink, fitted in 20x20, centred by centre of mass in 28x28). Imports nothing
@@ -42,7 +43,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="how pixels travel: float32, float32_le bytes, or uint8 bytes (a quarter the size) "
         "(default: %(default)s)",
     )
-    parser.add_argument("--model", default="digits", help="V2 model name (default: %(default)s)")
+    parser.add_argument(
+        "--model", metavar="NAME",
+        help="the model of the server's repository to ask (default: the server's default model; "
+        "over --api v2, digits)",
+    )
+    parser.add_argument(
+        "--model-version", type=positive_int, metavar="N",
+        help="that model's version (default: the newest the server serves)",
+    )
     parser.add_argument(
         "--batch-size", type=positive_int, default=None,
         help="images per request (default: 64 for files, 1 for --mnist-test)",
@@ -71,8 +80,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _client(args: argparse.Namespace, tls: TLS | None) -> Any:
     from digitserve.client import Client
 
-    return Client(args.target, api=args.api, encoding=args.encoding, model=args.model, timeout=args.timeout, tls=tls,
-                  retries=args.retries, wait_for_ready=args.wait_for_ready)
+    return Client(args.target, api=args.api, encoding=args.encoding, model=args.model,
+                  model_version=args.model_version, timeout=args.timeout, tls=tls, retries=args.retries,
+                  wait_for_ready=args.wait_for_ready)
 
 
 def classify_files(args: argparse.Namespace, tls: TLS | None) -> int:

@@ -5,9 +5,15 @@
     with Client("127.0.0.1:50051") as client:              # api="digits" | "v2"
         result = client.classify(pixels)                   # [N, 784] floats 0..1, or uint8 0..255
         result.labels, result.probabilities, result.model_version
+        client.classify(pixels, model="digits", version=2)  # a model and version of the repository
 
     async with AsyncClient("127.0.0.1:50051", api="v2", encoding="uint8") as client:
         result = await client.aclassify(pixels, timeout=2.0)
+
+    with Client("127.0.0.1:50051") as client:              # operators: the model repository extension
+        client.repository_index()                          # [{"name", "version", "state", "reason"}]
+        client.load_model("digits", version=2)             # the server needs --model-control explicit
+        client.unload_model("digits")
 
 Needs grpc and numpy only (no ONNX Runtime, no TensorFlow). Every failed call raises a
 `ClientError` subclass carrying the gRPC status code and the server's message (see
@@ -27,17 +33,24 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from digitserve.client.errors import (
     ClientError,
     DeadlineExceeded,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
     Unavailable,
+    Unimplemented,
     translate_errors,
 )
 from digitserve.client.messages import (
     Classification,
+    check_version,
     digits_request,
     digits_result,
+    load_request,
+    repository_index_request,
+    repository_index_result,
     to_batch,
+    unload_request,
     v2_request,
     v2_result,
 )
@@ -55,11 +68,13 @@ __all__ = [
     "Client",
     "ClientError",
     "DeadlineExceeded",
+    "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
     "ResourceExhausted",
     "TLS",
     "Unavailable",
+    "Unimplemented",
 ]
 
 DEFAULT_TIMEOUT = 10.0
@@ -88,7 +103,7 @@ class _Config:
     target: str = DEFAULT_TARGET
     api: str = "digits"
     encoding: str = "float32"
-    model: str = "digits"
+    model: str | None = None
     model_version: int | None = None
     timeout: float | None = DEFAULT_TIMEOUT
     tls: TLS | None = None
@@ -107,6 +122,8 @@ class _Config:
             raise ClientError(f"api must be one of {', '.join(APIS)}; got {self.api!r}")
         if self.encoding not in ENCODINGS:
             raise ClientError(f"encoding must be one of {', '.join(ENCODINGS)}; got {self.encoding!r}")
+        self.model = _check_model(self.model)
+        self.model_version = check_version(self.model_version)
 
     def open_channel(self, api: Any) -> Any:
         """A channel made by `api`, grpc (blocking) or grpc.aio: plaintext, or TLS when `tls` is set."""
@@ -124,12 +141,16 @@ class _Config:
     def deadline(self, timeout: Any) -> float | None:
         return self.timeout if isinstance(timeout, _Default) else timeout
 
-    def request(self, pixels: Any) -> Any:
+    def request(self, pixels: Any, model: str | None = None, version: int | None = None) -> Any:
+        """The API's request for the pixels; a call's model/version win over the client's own."""
+        model = _check_model(model)
+        model = model if model is not None else self.model
+        version = check_version(version)
+        version = version if version is not None else self.model_version
         batch = to_batch(pixels)
         if self.api == "digits":
-            return digits_request(batch, self.encoding, self.packed_output)
-        version = "" if self.model_version is None else str(self.model_version)
-        return v2_request(batch, self.encoding, self.v2_raw, self.model, version)
+            return digits_request(batch, self.encoding, self.packed_output, model or "", version or 0)
+        return v2_request(batch, self.encoding, self.v2_raw, model or "", str(version or ""))
 
     def result(self, response: Any) -> Classification:
         return digits_result(response) if self.api == "digits" else v2_result(response)
@@ -138,14 +159,30 @@ class _Config:
         return health_pb2.HealthCheckRequest(service=SERVICE_OF_API[self.api])
 
 
+def _check_model(model: str | None) -> str | None:
+    if model is not None and not isinstance(model, str):
+        raise ClientError(f"a model name is a string (None: the server's default model); got {model!r}")
+    return model
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise ClientError(f"name the model to load or unload (a non-empty string); got {name!r}")
+    return name
+
+
 class _Stubs:
     def __init__(self, channel: Any, api: str):
+        v2 = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
         if api == "digits":
             self.classify = digits_pb2_grpc.ClassifierStub(channel).Classify
         else:
-            self.classify = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+            self.classify = v2.ModelInfer
         self.health = health_pb2_grpc.HealthStub(channel).Check
-        self.metadata = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).ServerMetadata
+        self.metadata = v2.ServerMetadata
+        self.index = v2.RepositoryIndex
+        self.load = v2.RepositoryModelLoad
+        self.unload = v2.RepositoryModelUnload
 
 
 def _metadata(reply: grpc_service_pb2.ServerMetadataResponse) -> dict[str, Any]:
@@ -157,12 +194,13 @@ class Client:
 
     target: "host:port". api: "digits" (digits.v1) or "v2" (KServe V2 ModelInfer).
     encoding: "float32", "float32_le" or "uint8" (see messages.py). model / model_version: the
-    V2 model name and version (None: whichever the server serves). timeout: default deadline in
-    seconds per call (None: none). tls: a TLS, or None for plaintext. packed_output: ask
-    digits.v1 for packed bytes rather than one message per image. v2_raw: send V2 data as
-    raw_input_contents rather than typed contents. retries: a RetryPolicy, True (the default
-    policy: UNAVAILABLE retried up to 5 attempts with backoff, Classify and ModelInfer only) or
-    False. wait_for_ready: calls wait for a connection up to their deadline instead of failing
+    model of the server's repository, and its version, that calls ask for unless a call names
+    its own (None: the server's default model, "digits" over V2; its newest version). timeout:
+    default deadline in seconds per call (None: none). tls: a TLS, or None for plaintext.
+    packed_output: ask digits.v1 for packed bytes rather than one message per image. v2_raw:
+    send V2 data as raw_input_contents rather than typed contents. retries: a RetryPolicy, True
+    (the default policy: UNAVAILABLE retried up to 5 attempts with backoff, Classify and
+    ModelInfer only) or False. wait_for_ready: calls wait for a connection up to their deadline instead of failing
     UNAVAILABLE at once (rides through a restart). options: extra grpc channel options.
     """
 
@@ -175,9 +213,15 @@ class Client:
     def target(self) -> str:
         return self._config.target
 
-    def classify(self, pixels: Any, *, timeout: float | None = DEFAULT) -> Classification:
-        """Labels [N] and probabilities [N, 10] for the images; raises a ClientError subclass."""
-        request = self._config.request(pixels)
+    def classify(
+        self, pixels: Any, *, model: str | None = None, version: int | None = None, timeout: float | None = DEFAULT
+    ) -> Classification:
+        """Labels [N] and probabilities [N, 10] for the images; raises a ClientError subclass.
+
+        model / version: which model of the server's repository answers, and which of its versions
+        (None: the client's model / model_version; unknown ones raise NotFound).
+        """
+        request = self._config.request(pixels, model, version)
         with translate_errors(self.target):
             response = self._stubs.classify(request, timeout=self._config.deadline(timeout))
         return self._config.result(response)
@@ -208,6 +252,27 @@ class Client:
             request = grpc_service_pb2.ServerMetadataRequest()
             reply = self._stubs.metadata(request, timeout=self._config.deadline(timeout))
         return _metadata(reply)
+
+    # -- operators: the V2 model repository extension (Triton's RepositoryIndex/ModelLoad/ModelUnload)
+    def repository_index(self, ready: bool = False, *, timeout: float | None = DEFAULT) -> list[dict[str, str]]:
+        """The models in the server's repository: dicts of name, version, state and reason (all
+        strings, as the server gave them). ready=True: only those ready for inference."""
+        with translate_errors(self.target):
+            reply = self._stubs.index(repository_index_request(ready), timeout=self._config.deadline(timeout))
+        return repository_index_result(reply)
+
+    def load_model(self, name: str, version: int | None = None, *, timeout: float | None = DEFAULT) -> None:
+        """Load (or reload) model `name`, at `version` if given (else the newest). The server must
+        run with explicit model control; otherwise it refuses (a ClientError with its message)."""
+        request = load_request(_check_name(name), check_version(version))
+        with translate_errors(self.target):
+            self._stubs.load(request, timeout=self._config.deadline(timeout))
+
+    def unload_model(self, name: str, *, timeout: float | None = DEFAULT) -> None:
+        """Unload model `name` (explicit model control, like load_model)."""
+        request = unload_request(_check_name(name))
+        with translate_errors(self.target):
+            self._stubs.unload(request, timeout=self._config.deadline(timeout))
 
     def close(self) -> None:
         self._channel.close()
@@ -243,9 +308,12 @@ class AsyncClient:
             self._stubs = _Stubs(self._channel, self._config.api)
         return self._stubs
 
-    async def aclassify(self, pixels: Any, *, timeout: float | None = DEFAULT) -> Classification:
-        """Labels [N] and probabilities [N, 10] for the images; raises a ClientError subclass."""
-        request = self._config.request(pixels)
+    async def aclassify(
+        self, pixels: Any, *, model: str | None = None, version: int | None = None, timeout: float | None = DEFAULT
+    ) -> Classification:
+        """Labels [N] and probabilities [N, 10] for the images; raises a ClientError subclass.
+        model / version as in Client.classify."""
+        request = self._config.request(pixels, model, version)
         stubs = self._open()
         with translate_errors(self.target):
             response = await stubs.classify(request, timeout=self._config.deadline(timeout))
@@ -265,6 +333,27 @@ class AsyncClient:
             request = grpc_service_pb2.ServerMetadataRequest()
             reply = await stubs.metadata(request, timeout=self._config.deadline(timeout))
         return _metadata(reply)
+
+    async def arepository_index(self, ready: bool = False, *, timeout: float | None = DEFAULT) -> list[dict[str, str]]:
+        """As Client.repository_index."""
+        stubs = self._open()
+        with translate_errors(self.target):
+            reply = await stubs.index(repository_index_request(ready), timeout=self._config.deadline(timeout))
+        return repository_index_result(reply)
+
+    async def aload_model(self, name: str, version: int | None = None, *, timeout: float | None = DEFAULT) -> None:
+        """As Client.load_model."""
+        request = load_request(_check_name(name), check_version(version))
+        stubs = self._open()
+        with translate_errors(self.target):
+            await stubs.load(request, timeout=self._config.deadline(timeout))
+
+    async def aunload_model(self, name: str, *, timeout: float | None = DEFAULT) -> None:
+        """As Client.unload_model."""
+        request = unload_request(_check_name(name))
+        stubs = self._open()
+        with translate_errors(self.target):
+            await stubs.unload(request, timeout=self._config.deadline(timeout))
 
     async def aclose(self) -> None:
         if self._channel is not None:

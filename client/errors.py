@@ -5,8 +5,14 @@
         │                      server's message, verbatim); INTERNAL, CANCELLED, UNAUTHENTICATED...
         ├── InvalidArgument    INVALID_ARGUMENT: the server rejected the pixels (shape, range, NaN),
         │                      or the client could not encode them (never sent); also InvalidInput
-        ├── NotFound           NOT_FOUND: unknown model name or version (V2)
-        ├── ResourceExhausted  RESOURCE_EXHAUSTED: queue full, too many images in one request
+        ├── NotFound           NOT_FOUND: unknown model name or version (both APIs, and the
+        │                      model repository calls)
+        ├── FailedPrecondition FAILED_PRECONDITION: the server refuses the call in its present
+        │                      state (say, a model load or unload without explicit model control)
+        ├── ResourceExhausted  RESOURCE_EXHAUSTED: queue full, too many images in one request,
+        │                      no room to load another model
+        ├── Unimplemented      UNIMPLEMENTED: the server has no such call (an older server, or one
+        │                      without the model repository extension)
         ├── Unavailable        UNAVAILABLE: no server, not ready yet, draining: retry elsewhere/later
         └── DeadlineExceeded   DEADLINE_EXCEEDED: the call's deadline passed
 
@@ -41,8 +47,16 @@ class NotFound(ClientError):
     """The server does not serve the model name or version asked for."""
 
 
+class FailedPrecondition(ClientError):
+    """The server will not do this in its present state; the message says what stands in the way."""
+
+
 class ResourceExhausted(ClientError):
     """The server's queue is full or the request holds too many images: back off, or split."""
+
+
+class Unimplemented(ClientError):
+    """The server does not implement this call (for example the model repository extension)."""
 
 
 class Unavailable(ClientError):
@@ -56,7 +70,9 @@ class DeadlineExceeded(ClientError):
 BY_CODE: dict[grpc.StatusCode, type[ClientError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
 }

@@ -12,6 +12,11 @@ contract's 0..1 values; uint8 arrays are raw 0..255 pixels, divided by 255 for a
 and sent as they are for "uint8"; float pixels sent as "uint8" are rounded to 0..255. Range and
 shape are the server's to check (its messages say what to fix); the client only refuses what
 it cannot encode.
+
+Routing: digits.v1 names the model in ClassifyRequest.model / .version (empty / 0: the server's
+default model, its newest version); V2 in ModelInferRequest.model_name / .model_version (a
+decimal string, empty for the newest). The model repository calls (index, load, unload) are
+built and read here too.
 """
 
 from __future__ import annotations
@@ -89,10 +94,12 @@ def encode_uint8(batch: np.ndarray) -> np.ndarray:
     return np.rint(batch.astype(np.float32) * np.float32(255.0)).astype(np.uint8)
 
 
-def digits_request(batch: np.ndarray, encoding: str, packed_output: bool) -> digits_pb2.ClassifyRequest:
-    """A digits.v1 ClassifyRequest for a 2-D batch."""
+def digits_request(
+    batch: np.ndarray, encoding: str, packed_output: bool, model: str = "", version: int = 0
+) -> digits_pb2.ClassifyRequest:
+    """A digits.v1 ClassifyRequest for a 2-D batch, for `model` version `version` ("" / 0: the default)."""
     output = digits_pb2.OUTPUT_FORMAT_PACKED if packed_output else digits_pb2.OUTPUT_FORMAT_PREDICTIONS
-    request = digits_pb2.ClassifyRequest(output_format=output)
+    request = digits_pb2.ClassifyRequest(output_format=output, model=model, version=version)
     if encoding == "uint8":
         request.uint8 = encode_uint8(batch).tobytes()
     elif encoding == "float32_le":
@@ -149,3 +156,37 @@ def v2_result(response: v2.ModelInferResponse) -> Classification:
     labels = np.argmax(probabilities, axis=1).astype(np.int64)
     version = int(response.model_version) if response.model_version.isdigit() else -1
     return Classification(labels, probabilities, response.model_name, version)
+
+
+def check_version(version: int | None) -> int | None:
+    """A model version as given by a caller: None or a whole number >= 0 (0, like None: the newest)."""
+    if version is None:
+        return None
+    if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 0:
+        raise ClientError(f"a model version is a whole number >= 1 (0 or None: the newest); got {version!r}")
+    return int(version)
+
+
+def repository_index_request(ready: bool) -> v2.RepositoryIndexRequest:
+    return v2.RepositoryIndexRequest(ready=ready)
+
+
+def repository_index_result(response: v2.RepositoryIndexResponse) -> list[dict[str, str]]:
+    """One dict per entry, in the server's order: name, version (a string, may be empty), state, reason."""
+    return [
+        {"name": entry.name, "version": entry.version, "state": entry.state, "reason": entry.reason}
+        for entry in response.models
+    ]
+
+
+def load_request(name: str, version: int | None) -> v2.RepositoryModelLoadRequest:
+    """RepositoryModelLoad for `name`; a version travels as parameters["version"] (int64_param),
+    digitserve's way of pinning one (without it the server loads the newest)."""
+    request = v2.RepositoryModelLoadRequest(model_name=name)
+    if version:
+        request.parameters["version"].int64_param = version
+    return request
+
+
+def unload_request(name: str) -> v2.RepositoryModelUnloadRequest:
+    return v2.RepositoryModelUnloadRequest(model_name=name)

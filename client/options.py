@@ -1,7 +1,7 @@
-"""The options `digitserve classify` and `digitserve health` share: --target and the TLS group.
+"""The options the client commands (`classify`, `health`, `models`) share: --target and the TLS group.
 
-One definition, so both commands accept the same targets (digitserve.wire.tls.check_target) and
-the same TLS flags with the same rules. Imports nothing heavy: grpc loads when a channel opens.
+One definition, so every client command accepts the same targets (digitserve.wire.tls.check_target)
+and the same TLS flags with the same rules. Imports nothing heavy: grpc loads when a channel opens.
 """
 
 from __future__ import annotations

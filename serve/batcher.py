@@ -109,6 +109,10 @@ class Batcher:
         for worker in self._workers:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
+        # A cancelled worker's traceback holds its frame, which holds this batcher (and the model of
+        # its last batch): dropping the tasks breaks that cycle, so an unloaded version's ONNX
+        # Runtime sessions are freed at once rather than at some later garbage collection.
+        self._workers = []
         _fail([self._pop() for _ in range(len(self._queue))], Draining, "the server is shutting down")
         self._pool.shutdown(wait=True)
 

@@ -1,4 +1,4 @@
-"""`digitserve serve`: serve the newest exported model version over gRPC (see serve/server.py),
+"""`digitserve serve`: serve the model repository over gRPC (see serve/server.py),
 in this process or, with `--workers N`, in N processes on one port (serve/workers.py).
 
 The flags derive from ServeSettings (serve/settings.py). Imports nothing heavy at module level:
@@ -11,15 +11,13 @@ import argparse
 import logging
 import signal
 
-from digitserve.cli import add_repo_options
 from digitserve.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    add_repo_options(parser)
-    ServeSettings.add_flags(parser)
+    ServeSettings.add_flags(parser)  # its own --repo and --name: serve takes every model by default
 
 
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:

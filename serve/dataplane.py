@@ -1,10 +1,11 @@
-"""The serving core both APIs share: readiness, the model in service, and one inference path.
+"""The serving core both APIs share: readiness, routing, and one inference path.
 
-A servicer hands `infer` a function that decodes and validates its request into float32
-[N, 784] pixels; the data plane checks readiness, pins the model in service, applies the
-per-request image limit, queues the pixels on the batcher and records the outcome in the
-metrics. Swapping the model (hot reload) is one attribute assignment on the event loop, so every
-call sees either the old model or the new one, and keeps the one it pinned.
+A servicer hands `infer` the model and version its request names and a function that decodes
+and validates the request into float32 [N, 784] pixels; the data plane checks readiness, routes
+to a served version (serve/registry.py) and pins it, applies the per-request image limit, queues
+the pixels on that version's batcher and records the outcome in the metrics. Routing happens on
+the event loop in one step, so every call sees a version either before or after a reload, and
+keeps the one it pinned until it is answered.
 
 The states follow the drain (serve/server.py): LOADING and SERVING as their names say; DRAINING
 reports not-ready but still computes every call, so nothing sent before the drain is refused;
@@ -23,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from digitserve.serve.batcher import DEADLINE_SLACK, Batcher, deadline_passed
+from digitserve.serve.batcher import DEADLINE_SLACK, deadline_passed
 from digitserve.serve.errors import Draining, NotReady, TooManyImages, status_of
 from digitserve.serve.metrics import Metrics
+from digitserve.serve.registry import Registry, ServedVersion
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +42,10 @@ class State(enum.Enum):
 class DataPlane:
     """Readiness plus the one inference path (see module doc)."""
 
-    def __init__(self, batcher: Batcher, metrics: Metrics, max_request_images: int):
-        self.batcher = batcher
+    def __init__(self, registry: Registry, metrics: Metrics, max_request_images: int):
+        self.registry = registry
         self.metrics = metrics
         self.max_request_images = max_request_images
-        self.model: Any = None
-        """The model in service (an OnnxModel), None until the first one is loaded."""
         self.state = State.LOADING
         self.draining = asyncio.Event()
         """Set when the drain proper begins (after the lame-duck delay); streams watch it to end."""
@@ -55,16 +55,13 @@ class DataPlane:
 
     @property
     def ready(self) -> bool:
-        return self.state is State.SERVING and self.model is not None
+        return self.state is State.SERVING
 
-    def serve(self, model: Any) -> Any:
-        """Put `model` in service (first load or hot swap); return the one it replaces."""
-        previous, self.model = self.model, model
+    def loaded(self) -> None:
+        """The start plan is in service: report ready."""
         if self.state is State.LOADING:
             self.state = State.SERVING
-        self.metrics.model_loaded(model)
         self.metrics.ready.set(1 if self.ready else 0)
-        return previous
 
     def report_not_ready(self) -> None:
         """Shutdown began: readiness says no (ServerReady, ModelReady, the metric); calls still run."""
@@ -90,33 +87,38 @@ class DataPlane:
         """Seconds since a call last arrived or ended, 0 while any call is in flight."""
         return 0.0 if self.calls_in_flight else time.monotonic() - self.last_activity
 
-    def require_model(self) -> Any:
-        """The model in service, or the UNAVAILABLE error that says why there is none."""
+    def route(self, name: str, version: int | None) -> ServedVersion:
+        """The served version a call asks for, or the error that says why there is none."""
         if self.state is State.CLOSED:
             raise Draining("the server is shutting down; retry on another replica")
-        if self.model is None:
-            raise NotReady("the model is still loading; retry shortly (watch grpc.health.v1)")
-        return self.model
+        if self.state is State.LOADING:
+            raise NotReady("the models are still loading; retry shortly (watch grpc.health.v1)")
+        return self.registry.resolve(name, version)
 
-    async def infer(self, decode: Callable[[Any], np.ndarray], deadline: float | None) -> tuple[np.ndarray, Any]:
-        """Probabilities [N, 10] for the pixels `decode(model)` returns, and the model used.
+    async def infer(
+        self, name: str, version: int | None, decode: Callable[[], np.ndarray], deadline: float | None
+    ) -> tuple[np.ndarray, Any]:
+        """Probabilities [N, 10] for the pixels `decode()` returns, and the model that computed them.
 
-        `decode` gets the pinned model (to check requested names/versions against it) and raises
-        InvalidInput or ModelNotFound for a bad request. `deadline` is a time.monotonic() instant.
+        `name` ("" = the default model) and `version` (None = its newest) choose the served
+        version; the call pins it, so a reload that withdraws it meanwhile waits for this call.
+        `decode` raises InvalidInput for a bad request. `deadline` is a time.monotonic() instant.
         """
         started = self.last_arrival = self.last_activity = time.monotonic()
-        model = None
+        model = served = None
         self.calls_in_flight += 1
         self.metrics.in_flight.inc()
         try:
-            model = self.require_model()
-            pixels = decode(model)
+            served = self.route(name, version)
+            served.pin()
+            model = served.model
+            pixels = decode()
             if len(pixels) > self.max_request_images:
                 raise TooManyImages(
                     f"{len(pixels)} images in one request; the limit is {self.max_request_images} "
                     "(--max-request-images): split the batch"
                 )
-            probabilities = await self.batcher.submit(pixels, model, deadline)
+            probabilities = await served.batcher.submit(pixels, model, deadline)
         except asyncio.CancelledError:
             # gRPC cancels the handler when the deadline passes: count that as the deadline.
             reason = "DEADLINE_EXCEEDED" if deadline_passed(deadline, slack=DEADLINE_SLACK) else "CANCELLED"
@@ -126,6 +128,8 @@ class DataPlane:
             self.metrics.call_failed(model, status_of(exc)[0].name)
             raise
         finally:
+            if served is not None:
+                served.unpin()
             self.calls_in_flight -= 1
             self.last_activity = time.monotonic()
             self.metrics.in_flight.dec()

@@ -4,7 +4,10 @@
     ├── InvalidInput                          INVALID_ARGUMENT
     ├── ModelRepositoryError                  (start/reload only: logged, never sent)
     └── ServeError                            its `code`
-        ├── ModelNotFound                     NOT_FOUND          unknown model name or version (V2)
+        ├── ModelNotFound                     NOT_FOUND          unknown model name or version
+        ├── LoadFailed                        FAILED_PRECONDITION an explicit load could not load a version
+        ├── ControlDisabled                   FAILED_PRECONDITION load/unload without --model-control explicit
+        ├── TooManyVersions                   RESOURCE_EXHAUSTED more versions than --max-loaded-versions
         ├── TooManyImages                     RESOURCE_EXHAUSTED one request above the limit
         ├── QueueFull                         RESOURCE_EXHAUSTED the batcher's queue is full
         ├── NotReady                          UNAVAILABLE        no model loaded and warmed yet
@@ -42,6 +45,18 @@ class ServeError(DigitserveError):
 
 class ModelNotFound(ServeError):
     code = grpc.StatusCode.NOT_FOUND
+
+
+class LoadFailed(ServeError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ControlDisabled(ServeError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class TooManyVersions(ServeError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class TooManyImages(ServeError):

@@ -13,7 +13,7 @@ Counters (prometheus-client exposes each with the `_total` suffix of the Prometh
 Histograms: digitserve_batch_size, digitserve_queue_duration_seconds,
     digitserve_compute_duration_seconds, digitserve_request_duration_seconds.
 Gauges: digitserve_execution_provider{provider} (1 for the active one),
-    digitserve_model_version{model} (the version served), digitserve_artifact{artifact} (1 for
+    digitserve_model_version{model} (the newest version served), digitserve_artifact{artifact} (1 for
     the one served: onnx or onnx-int8), digitserve_queue_images,
     digitserve_inflight_calls (inference calls being handled),
     digitserve_ready (1 when serving, 0 when loading or draining).
@@ -31,6 +31,7 @@ at least that version).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -59,9 +60,16 @@ def multiprocess_mode() -> bool:
     return values.ValueClass is not values.MutexValue
 
 
-def _labels(model: Any) -> tuple[str, str]:
-    info = model.info
-    return info.name, str(info.version)
+class _VersionCounters:
+    """One served version's labelled counters, looked up once instead of on every call."""
+
+    def __init__(self, metrics: Metrics, name: str, version: str):
+        self.success = metrics.success.labels(name, version)
+        self.request_us = metrics.request_us.labels(name, version)
+        self.inferences = metrics.inferences.labels(name, version)
+        self.executions = metrics.executions.labels(name, version)
+        self.compute_us = metrics.compute_us.labels(name, version)
+        self.queue_us = metrics.queue_us.labels(name, version)
 
 
 class Metrics:
@@ -146,14 +154,23 @@ class Metrics:
         )
         self._http: Any = None
         self._stop_refresh = threading.Event()
+        self._versions: dict[tuple[str, int], _VersionCounters] = {}
+
+    def _of(self, model: Any) -> _VersionCounters:
+        info = model.info
+        key = (info.name, info.version)
+        counters = self._versions.get(key)
+        if counters is None:
+            counters = self._versions[key] = _VersionCounters(self, info.name, str(info.version))
+        return counters
 
     # -- the batcher's observer ------------------------------------------------------------
     def batch_done(self, model: Any, images: int, queue_seconds: Sequence[float], compute_seconds: float) -> None:
-        labels = _labels(model)
-        self.inferences.labels(*labels).inc(images)
-        self.executions.labels(*labels).inc()
-        self.compute_us.labels(*labels).inc(compute_seconds * 1e6)
-        self.queue_us.labels(*labels).inc(sum(queue_seconds) * 1e6)
+        counters = self._of(model)
+        counters.inferences.inc(images)
+        counters.executions.inc()
+        counters.compute_us.inc(compute_seconds * 1e6)
+        counters.queue_us.inc(sum(queue_seconds) * 1e6)
         self.batch_size.observe(images)
         self.compute_seconds.observe(compute_seconds)
         for wait in queue_seconds:
@@ -167,20 +184,29 @@ class Metrics:
 
     # -- calls and state ---------------------------------------------------------------------
     def call_succeeded(self, model: Any, seconds: float) -> None:
-        labels = _labels(model)
-        self.success.labels(*labels).inc()
-        self.request_us.labels(*labels).inc(seconds * 1e6)
+        counters = self._of(model)
+        counters.success.inc()
+        counters.request_us.inc(seconds * 1e6)
         self.request_seconds.observe(seconds)
 
     def call_failed(self, model: Any | None, reason: str) -> None:
-        labels = _labels(model) if model is not None else ("", "")
+        labels = (model.info.name, str(model.info.version)) if model is not None else ("", "")
         self.failure.labels(*labels, reason).inc()
 
-    def model_loaded(self, model: Any) -> None:
-        self.model_version.labels(model.info.name).set(model.info.version)
+    def model_loaded(self, model: Any, versions: Sequence[int]) -> None:
+        """A version entered service; `versions` are its model's served versions now."""
+        self.versions_changed(model.info.name, versions)
         self.artifact.labels(model.info.artifact).set(1)
         for provider in {*PROVIDERS, model.info.provider}:
             self.provider.labels(provider).set(1 if provider == model.info.provider else 0)
+
+    def versions_changed(self, name: str, versions: Sequence[int]) -> None:
+        """digitserve_model_version follows the newest served version; a model served no more has none."""
+        if versions:
+            self.model_version.labels(name).set(max(versions))
+        else:
+            with contextlib.suppress(KeyError):  # never served
+                self.model_version.remove(name)
 
     def track_queue(self, queued_images: Callable[[], int]) -> None:
         if not multiprocess_mode():

@@ -22,7 +22,7 @@ import numpy as np
 
 from digitserve.contract import IMAGE_SIZE, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
 from digitserve.errors import ModelRepositoryError
-from digitserve.repository import ModelRepository
+from digitserve.repository import DEFAULT_NAME, ModelRepository
 from digitserve.serve.errors import DeviceUnavailable
 from digitserve.serve.settings import ServeSettings
 
@@ -224,10 +224,12 @@ def _warm_up(model: OnnxModel, batch_sizes: tuple[int, ...]) -> None:
                 )
 
 
-def load_model(settings: ServeSettings, version: int | None = None) -> OnnxModel:
-    """Load (newest complete, or `version`) from settings.repo/settings.name; see module doc."""
+def load_model(settings: ServeSettings, version: int | None = None, name: str | None = None) -> OnnxModel:
+    """Load `version` (default: the newest complete) of model `name` (default: --name, else
+    digits) from settings.repo; see module doc."""
     started = time.monotonic()
-    repo = ModelRepository(settings.repo, settings.name)
+    name = name or settings.name or DEFAULT_NAME
+    repo = ModelRepository(settings.repo, name)
     if version is None:
         version = repo.latest_complete_version()
     file, data, digest = read_verified_onnx(repo, version, settings.artifact)
@@ -243,7 +245,7 @@ def load_model(settings: ServeSettings, version: int | None = None) -> OnnxModel
     except Exception as exc:  # onnxruntime's errors for an unreadable or invalid graph
         raise ModelRepositoryError(f"ONNX Runtime cannot load {file}: {exc}; export this version again") from exc
     info = ModelInfo(
-        name=settings.name,
+        name=name,
         version=version,
         path=file,
         sha256=digest,

@@ -1,12 +1,15 @@
 """The gRPC server: wiring, health, reflection, metrics endpoint, hot reload and graceful drain.
 
 Life of a server (`DigitServer.run`):
-1. preflight: the newest complete version exists and its ONNX file matches the manifest's
-   sha256, or start is refused before anything listens;
-2. listen (health NOT_SERVING, ServerLive true, ServerReady false), load + verify + warm the
-   model in a thread, then health SERVING;
-3. serve; SIGHUP, or a newer complete version found by polling every `poll_seconds`, loads the
-   new version beside the old one and swaps it in; a bad version is logged, the old one stays;
+1. preflight: plan the models and versions to serve (serve/control.py: --model/--name, version
+   policies, --max-loaded-versions) and check each ONNX file against its manifest's sha256, or
+   start is refused before anything listens;
+2. listen (health NOT_SERVING, ServerLive true, ServerReady false), load + verify + warm every
+   planned version in a thread, then health SERVING (whole server, each model, each version);
+3. serve; SIGHUP, or a scan of the repository every `poll_seconds`, brings what is served in line
+   with the repository (new versions beside the others, versions leaving a policy drained and
+   unloaded, bad versions logged and skipped); under --model-control explicit only
+   RepositoryModelLoad/Unload calls do;
 4. SIGTERM/SIGINT: health and readiness say NOT_SERVING at once, and nothing sent to the server
    is lost (docs/serving.md, "Shutdown"):
    a. lame duck (`drain_delay_seconds`, default 0): every call is answered as usual, so load
@@ -38,14 +41,15 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from digitserve.errors import DigitserveError, ModelRepositoryError
-from digitserve.repository import ModelRepository
+from digitserve.errors import DigitserveError
 from digitserve.serve.batcher import Batcher
+from digitserve.serve.control import ModelControl, start_plan
 from digitserve.serve.dataplane import DataPlane, State
 from digitserve.serve.errors import GraceExpired
 from digitserve.serve.health import NOT_SERVING, SERVING, HealthService
 from digitserve.serve.metrics import Metrics
-from digitserve.serve.model import load_model, read_verified_onnx
+from digitserve.serve.model import load_model
+from digitserve.serve.registry import Registry
 from digitserve.serve.servicers import digits, kserve
 from digitserve.serve.settings import ServeSettings
 from digitserve.wire.names import HEALTH_SERVICE, SERVICES
@@ -68,35 +72,54 @@ class DigitServer:
     def __init__(self, settings: ServeSettings):
         self.settings = settings
         self.metrics = Metrics(settings.max_batch_size)
-        self.batcher = Batcher(
-            max_batch_size=settings.max_batch_size,
-            max_queue_images=settings.max_queue_images,
-            max_queue_delay_us=settings.max_queue_delay_us,
-            instances=settings.instances,
-            observer=self.metrics,
-        )
-        self.metrics.track_queue(lambda: self.batcher.queued_images)
-        self.plane = DataPlane(self.batcher, self.metrics, settings.max_request_images)
+        self.registry = Registry(self._new_batcher, default_name=settings.name)
+        self.metrics.track_queue(lambda: self.registry.queued_images)
+        self.plane = DataPlane(self.registry, self.metrics, settings.max_request_images)
         self.health = HealthService()
+        self.control = ModelControl(
+            settings, self.registry, self.metrics, self._load_version, changed=self._model_health
+        )
+        self._health_names: dict[str, set[str]] = {}
         self.port = 0
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
+        self.http: Any = None
+        """The KServe V2 HTTP/REST listener (serve/http/server.py) when --http-port is set."""
         self._stop_requested = asyncio.Event()
         self._stopped = False
-        self._reload_lock = asyncio.Lock()
-        self._failed_versions: set[int] = set()
         self._tasks: list[asyncio.Task[Any]] = []
         self._reload_when_loaded = False
         self.unanswered: int | None = None
         """Set when the grace period ran out: the calls the transport's stop cancelled."""
 
+    def _new_batcher(self) -> Batcher:
+        """One per served version, so that a batch never mixes versions."""
+        s = self.settings
+        return Batcher(
+            max_batch_size=s.max_batch_size,
+            max_queue_images=s.max_queue_images,
+            max_queue_delay_us=s.max_queue_delay_us,
+            instances=s.instances,
+            observer=self.metrics,
+        )
+
+    def _load_version(self, name: str, version: int) -> Any:
+        return load_model(self.settings, version, name)
+
+    async def _model_health(self, name: str) -> None:
+        """grpc.health.v1 names `NAME` and `NAME/VERSION` follow what is served."""
+        versions = self.registry.versions(name)
+        known = self._health_names.setdefault(name, set())
+        serving = {f"{name}/{v}" for v in versions}
+        for service in sorted(known | serving):
+            await self.health.set(service, SERVING if service in serving else NOT_SERVING)
+        known |= serving
+        await self.health.set(name, SERVING if versions else NOT_SERVING)
+
     # -- start ---------------------------------------------------------------------------------
-    def preflight(self) -> int:
-        """The version that will be served, after checking its file against the manifest."""
-        repo = ModelRepository(self.settings.repo, self.settings.name)
-        version = repo.latest_complete_version()
-        read_verified_onnx(repo, version, self.settings.artifact)
-        return version
+    def preflight(self) -> dict[str, list[int]]:
+        """The models and versions to serve, after checking their files against their manifests."""
+        return start_plan(self.settings)
 
     async def start(self) -> int:
         """Listen (health NOT_SERVING until `load`); return the gRPC port."""
@@ -108,7 +131,9 @@ class DigitServer:
         ]
         server = grpc.aio.server(options=options)
         digits_pb2_grpc.add_ClassifierServicer_to_server(digits.ClassifierServicer(self.plane), server)
-        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(kserve.InferenceServicer(self.plane), server)
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            kserve.InferenceServicer(self.plane, self.control), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         for service in ("", *SERVICES):
             await self.health.set(service, NOT_SERVING)
@@ -124,16 +149,24 @@ class DigitServer:
             raise DigitserveError(f"cannot listen on {address} ({exc}): is the port in use?") from exc
         await server.start()
         self._server = server
-        self.batcher.start()
         if s.metrics_port is not None:
             try:
                 self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
             except OSError as exc:
                 await server.stop(None)
-                await self.batcher.close()
                 raise DigitserveError(
                     f"cannot serve metrics on {s.host}:{s.metrics_port} ({exc.strerror or exc})"
                 ) from exc
+        if s.http_port is not None:  # same loop, same data plane: imported only when asked for
+            from digitserve.serve.http.server import HttpServer
+
+            try:
+                self.http = HttpServer(s, self.plane, self.control)
+                await self.http.start()
+            except DigitserveError:
+                await server.stop(None)
+                self.metrics.close()
+                raise
         log.info(
             "listening on %s:%d (%s), metrics on %s",
             s.host,
@@ -143,80 +176,49 @@ class DigitServer:
         )
         return self.port
 
-    async def load(self, version: int | None = None) -> None:
-        """Load, verify and warm the first model, report SERVING, start polling for new ones."""
-        model = await self.open_model(version)
-        self.plane.serve(model)
+    async def load(self, plan: dict[str, list[int]] | None = None) -> None:
+        """Load, verify and warm the planned versions, report SERVING, start polling for changes."""
+        if plan is None:
+            plan = await asyncio.to_thread(start_plan, self.settings)
+        models = await self.open_models(plan)
+        await self.control.serve_opened(models)
+        self.plane.loaded()
         for service in ("", *SERVICES):
             await self.health.set(service, SERVING)
-        if self.settings.poll_seconds > 0:
+        if self.settings.poll_seconds > 0 and not self.control.explicit:
             self._tasks.append(asyncio.create_task(self._poll(), name="reload-poll"))
         if self._reload_when_loaded:
             self._tasks.append(asyncio.create_task(self.reload(), name="deferred-sighup-reload"))
-        self.announce(model.info)
+        self.announce([model.info for model in models])
 
-    async def open_model(self, version: int | None) -> Any:
-        """The first model, loaded, verified and warmed (a worker opens it before it listens)."""
-        return await asyncio.to_thread(load_model, self.settings, version)
+    async def open_models(self, plan: dict[str, list[int]]) -> list[Any]:
+        """The planned versions, loaded, verified and warmed (a worker opens them before it listens)."""
+        return await self.control.open_plan(plan)
 
-    def announce(self, info: Any) -> None:
-        """Log that the model serves (a worker tells its supervisor instead: serve/worker.py)."""
-        log.info(
-            "serving %s version %d from %s on %s (artifact %s; loaded, verified and warmed in %.2f s)",
-            info.name,
-            info.version,
-            info.path,
-            info.provider,
-            info.artifact,
-            info.load_seconds,
-        )
+    def announce(self, infos: list[Any]) -> None:
+        """Log what serves (a worker tells its supervisor instead: serve/worker.py)."""
+        for info in infos:
+            log.info(
+                "serving %s version %d from %s on %s (artifact %s; loaded, verified and warmed in %.2f s)",
+                info.name,
+                info.version,
+                info.path,
+                info.provider,
+                info.artifact,
+                info.load_seconds,
+            )
+        if self.control.explicit:
+            log.info("model control explicit: only RepositoryModelLoad/Unload change what is served")
 
     # -- reload --------------------------------------------------------------------------------
     async def reload(self, force: bool = False) -> bool:
-        """Serve the newest complete version if newer (always with force); True on a swap."""
-        async with self._reload_lock:
-            current = self.plane.model.info.version if self.plane.model is not None else None
-            repo = ModelRepository(self.settings.repo, self.settings.name)
-            try:
-                latest = await asyncio.to_thread(repo.latest_complete_version)
-            except ModelRepositoryError as exc:
-                log.warning("reload: %s; still serving version %s", exc, current)
-                return False
-            if force:
-                self._failed_versions.clear()
-            elif current is not None and (latest <= current or latest in self._failed_versions):
-                return False
-            log.info("reload: loading version %d beside version %s", latest, current)
-            try:
-                model = await asyncio.to_thread(load_model, self.settings, latest)
-            except Exception as exc:
-                self._failed_versions.add(latest)
-                self.metrics.reloads.labels("failure").inc()
-                if isinstance(exc, DigitserveError):
-                    log.error(
-                        "reload: version %d not served: %s; still serving version %s",
-                        latest,
-                        exc,
-                        current,
-                    )
-                else:
-                    log.exception(
-                        "reload: version %d failed to load; still serving version %s",
-                        latest,
-                        current,
-                    )
-                return False
-            if self.plane.state in (State.DRAINING, State.CLOSED):
-                return False
-            self.plane.serve(model)
-            self.metrics.reloads.labels("success").inc()
-            log.info(
-                "reload: now serving version %d on %s (was %s; calls already queued finish on it)",
-                latest,
-                model.info.provider,
-                current,
-            )
-            return True
+        """Bring what is served in line with the repository (force: retry failed versions);
+        True when the served versions changed."""
+        before = {(served.name, served.version) for served in self.registry}
+        await self.control.reload(force)
+        if self.plane.state in (State.DRAINING, State.CLOSED):
+            return False
+        return before != {(served.name, served.version) for served in self.registry}
 
     async def _poll(self) -> None:
         while True:
@@ -231,8 +233,8 @@ class DigitServer:
         if self._stop_requested.is_set():
             log.info("SIGHUP while draining: ignored")
             return
-        if self.plane.model is None:
-            log.info("SIGHUP during the first load: will look for a newer version once it is served")
+        if self.plane.state is State.LOADING:
+            log.info("SIGHUP during the first load: will look at the repository again once it is served")
             self._reload_when_loaded = True
             return
         self._tasks.append(asyncio.create_task(self.reload(force=True), name="sighup-reload"))
@@ -283,9 +285,11 @@ class DigitServer:
                 self.unanswered,
                 "" if self.plane.calls_in_flight else ", and calls were still arriving",
             )
+        if self.http is not None:  # after the drain: what it answers has been answered
+            await self.http.stop(grace=1.0 if quiet else 0.0)
         if self._server is not None:
             await self._server.stop(None)
-        await self.batcher.close()
+        await self.registry.close()
         self.metrics.close()
         log.info("stopped")
 
@@ -302,14 +306,14 @@ class DigitServer:
     # -- the whole life ------------------------------------------------------------------------
     async def run(self) -> None:
         """Preflight, start, load, serve until SIGTERM/SIGINT, drain (see module doc)."""
-        version = await asyncio.to_thread(self.preflight)
-        await self.start()
+        plan = await asyncio.to_thread(self.preflight)
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT):  # before listening: a client may signal at once
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        await self.start()  # a stop requested meanwhile wins at once below
         try:
-            loading = asyncio.create_task(self.load(version))
+            loading = asyncio.create_task(self.load(plan))
             stop = asyncio.create_task(self._stop_requested.wait())
             await asyncio.wait({loading, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not loading.done():

@@ -10,33 +10,59 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from digitserve.contract import IMAGE_SIZE, NUM_CLASSES
-from digitserve.repository import DEFAULT_NAME, DEFAULT_REPO
-from digitserve.settings import Port, Settings, setting
+from digitserve.repository import DEFAULT_REPO
+from digitserve.serve.policy import check_policy_text
+from digitserve.settings import Noun, Port, Settings, setting
 from digitserve.wire.names import DEFAULT_HOST, DEFAULT_METRICS_PORT, DEFAULT_PORT
 
 MESSAGE_OVERHEAD_BYTES = 64 * 1024  # field tags, ids, names: generous, it only bounds abuse
-NETWORK, DEVICE, BATCHING, LIFECYCLE = "network", "device and ONNX Runtime", "batching", "lifecycle"
+REPOSITORY, NETWORK, DEVICE, BATCHING, LIFECYCLE = (
+    "model repository", "network", "device and ONNX Runtime", "batching", "lifecycle"
+)
 
 AtLeastOne = Annotated[int, Field(ge=1)]
 ZeroOrMore = Annotated[int, Field(ge=0)]
 Seconds = Annotated[float, Field(ge=0)]  # NaN fails too
+PolicyText = Annotated[str, AfterValidator(check_policy_text), Noun("a version policy")]
 Workers = Annotated[int, BeforeValidator(lambda v: 0 if str(v).strip().lower() == "auto" else v), Field(ge=0)]
 
 
 class ServeSettings(Settings):
     """How the gRPC server runs."""
 
-    # their flags are add_repo_options', the same for every stage
-    repo: Path = Path(DEFAULT_REPO)
-    name: str = DEFAULT_NAME
+    repo: Path = setting(Path(DEFAULT_REPO), "model repository root: <repo>/<model>/<version>/", group=REPOSITORY)
+    model: tuple[str, ...] = setting(
+        (), "serve only this model of the repository (repeat for several; default: every model in it)",
+        group=REPOSITORY,
+    )
+    name: str | None = setting(
+        None, "one-model shorthand: serve only this model, the default for requests that name none",
+        group=REPOSITORY,
+    )
+    version_policy: PolicyText = setting(
+        "latest:1", "versions served of each model: latest:N, all or specific:V[,V...]; "
+        "<repo>/<model>/serving.json overrides it per model", group=REPOSITORY,
+    )
+    model_control: Literal["poll", "explicit"] = setting(
+        "poll", "poll: follow the repository (every --poll-seconds, and on SIGHUP); explicit: only "
+        "RepositoryModelLoad/Unload calls change what is served (an operator API: never expose it)",
+        group=REPOSITORY,
+    )
+    max_loaded_versions: ZeroOrMore = setting(
+        0, "most model versions loaded at once, all models together; 0: no bound", group=REPOSITORY
+    )
 
     host: str = setting(
         DEFAULT_HOST, "address of the gRPC and metrics listeners; 0.0.0.0 or :: for every interface", group=NETWORK
     )
     port: Port = setting(DEFAULT_PORT, "gRPC port; 0 picks a free one (logged)", group=NETWORK)
+    http_port: Port | None = setting(
+        None, "KServe V2 HTTP/REST port on --host (docs/http.md); 0 picks a free one (logged); off by default",
+        group=NETWORK, off_flag="--no-http", off_help="do not serve HTTP/REST (overrides DIGITSERVE_HTTP_PORT)",
+    )
     metrics_port: Port | None = setting(
         DEFAULT_METRICS_PORT, "Prometheus /metrics port; 0 picks a free one", group=NETWORK,
         off_flag="--no-metrics", off_help="do not serve /metrics",
@@ -103,7 +129,8 @@ class ServeSettings(Settings):
         "past it they are cancelled (exit 3)", group=LIFECYCLE,
     )
     poll_seconds: Seconds = setting(
-        5.0, "seconds between scans of the repository for a newer complete version; 0: off (SIGHUP still reloads)",
+        5.0, "seconds between scans of the repository (new versions, policy files, models); "
+        "0: off (SIGHUP still reloads)",
         group=LIFECYCLE,
     )
 
@@ -118,6 +145,13 @@ class ServeSettings(Settings):
             )
         if (self.tls_cert is None) != (self.tls_key is None):
             problems.append("--tls-cert and --tls-key go together: give both or neither")
+        if self.name is not None and self.model and self.model != (self.name,):
+            problems.append("--name serves one model and --model chooses several: give one or the other")
+        if self.model_control == "explicit" and self.workers != 1:
+            problems.append(
+                "--model-control explicit changes what one process serves, and --workers runs several: "
+                "use one worker, or the default poll control (serving.json and SIGHUP reach every worker)"
+            )
         if self.tls_client_ca is not None and self.tls_cert is None:
             problems.append("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
         if problems:

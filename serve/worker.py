@@ -1,7 +1,7 @@
 """One worker process of `digitserve serve --workers N` (its supervisor is serve/workers.py).
 
 A worker is a DigitServer with three differences, each because it shares the port with others:
-- it loads and warms its model *before* it listens: the kernel hands a listening worker its share
+- it loads and warms its models *before* it listens: the kernel hands a listening worker its share
   of new connections at once, and a worker still loading would refuse them (a lone server listens
   first, so that health can say NOT_SERVING while it loads);
 - it tells the supervisor, over a pipe, when it serves, instead of logging the "serving NAME version V"
@@ -29,35 +29,36 @@ log = logging.getLogger(__name__)
 
 
 class WorkerServer(DigitServer):
-    """A DigitServer that joins the shared port only once its model is warm (see module doc)."""
+    """A DigitServer that joins the shared port only once its models are warm (see module doc)."""
 
     def __init__(self, settings: ServeSettings, ready: Any):
         super().__init__(settings)
         self._ready = ready
-        self._version: int | None = None
-        self._first: Any = None
+        self._plan: dict[str, list[int]] = {}
+        self._opened: list[Any] = []
 
-    def preflight(self) -> int:
-        self._version = super().preflight()
-        return self._version
+    def preflight(self) -> dict[str, list[int]]:
+        self._plan = super().preflight()
+        return self._plan
 
     async def start(self) -> int:
-        self._first = await super().open_model(self._version)
+        self._opened = await super().open_models(self._plan)
         return await super().start()
 
-    async def open_model(self, version: int | None) -> Any:
-        return self._first
+    async def open_models(self, plan: dict[str, list[int]]) -> list[Any]:
+        return self._opened
 
-    def announce(self, info: Any) -> None:
-        log.info(
-            "ready: %s version %d on %s (loaded, verified and warmed in %.2f s)",
-            info.name,
-            info.version,
-            info.provider,
-            info.load_seconds,
-        )
+    def announce(self, infos: list[Any]) -> None:
+        for info in infos:
+            log.info(
+                "ready: %s version %d on %s (loaded, verified and warmed in %.2f s)",
+                info.name,
+                info.version,
+                info.provider,
+                info.load_seconds,
+            )
         self._ready.send(
-            {"name": info.name, "version": info.version, "path": str(info.path), "provider": info.provider}
+            [{"name": i.name, "version": i.version, "path": str(i.path), "provider": i.provider} for i in infos]
         )
 
 

@@ -5,12 +5,13 @@ the port through SO_REUSEPORT let the kernel spread connections over N loops, as
 gunicorn's workers do. The supervisor (`Supervisor.run`):
 
 1. checks once what every worker would check, so a bad start fails before anything forks: the
-   newest complete version and its sha256, the gRPC address (bound with SO_REUSEPORT and held,
-   never listened on: `--port 0` is picked here) and the metrics port, which it serves itself from
-   the workers' prometheus-client multiprocess files (a temporary PROMETHEUS_MULTIPROC_DIR it owns);
-   it logs "listening on HOST:PORT (…)" like a server;
+   start plan (serve/control.py: the models, the versions their policies admit, each sha256),
+   the gRPC address (bound with SO_REUSEPORT and held, never listened on: `--port 0` is picked
+   here) and the metrics port, which it serves itself from the workers' prometheus-client
+   multiprocess files (a temporary PROMETHEUS_MULTIPROC_DIR it owns); it logs
+   "listening on HOST:PORT (…)" like a server;
 2. spawns the workers (serve/worker.py); each joins the port only once its model is warm, then says
-   so, and once every one has, the supervisor logs "serving NAME version V …";
+   so, and once every one has, the supervisor logs "serving NAME version V …" for each version;
 3. restarts a worker that dies (logged, counted in digitserve_worker_restarts_total): at once, or after
    a delay that doubles while it keeps dying within RAPID_DEATH_SECONDS; a worker that fails before
    the first "serving" stops the start with its exit code (its message is in the log above);
@@ -158,7 +159,9 @@ class Supervisor:
         folder = tempfile.mkdtemp(prefix="digitserve-metrics-")
         held = None
         try:
-            version = self._preflight()
+            plan = self._preflight()
+            from digitserve.serve.control import describe_plan
+
             held = reserve_port(self.settings)
             port = held.getsockname()[1]
             self._worker_settings = worker_settings(self.settings, self.count, port)
@@ -172,9 +175,9 @@ class Supervisor:
                 f"http://{self.settings.host}:{metrics_port}/metrics" if metrics_port is not None else "off",
             )
             log.info(
-                "supervising %d workers of version %d (%d ONNX Runtime threads per session each)",
+                "supervising %d workers of %s (%d ONNX Runtime threads per session each)",
                 self.count,
-                version,
+                describe_plan(plan),
                 self._worker_settings.intra_op_threads,
             )
             return self._supervise(wake_r)
@@ -193,14 +196,10 @@ class Supervisor:
             wake_r.close()
             wake_w.close()
 
-    def _preflight(self) -> int:
-        from digitserve.repository import ModelRepository
-        from digitserve.serve.model import read_verified_onnx
+    def _preflight(self) -> dict[str, list[int]]:
+        from digitserve.serve.control import start_plan  # imports no prometheus_client (see _serve_metrics)
 
-        repo = ModelRepository(self.settings.repo, self.settings.name)
-        version = repo.latest_complete_version()
-        read_verified_onnx(repo, version, self.settings.artifact)
-        return version
+        return start_plan(self.settings)
 
     def _serve_metrics(self, folder: str) -> int | None:
         # Before prometheus-client is imported here or in a worker: it picks the multiprocess mode
@@ -285,7 +284,7 @@ class Supervisor:
 
     def _on_message(self, worker: Worker) -> None:
         try:
-            info = worker.ready.recv()
+            infos = worker.ready.recv()
         except (EOFError, OSError):  # it exited; its sentinel says so
             worker.ready.close()
             worker.ready = None
@@ -295,17 +294,19 @@ class Supervisor:
             worker.reload_pending = False
             self._send(worker, signal.SIGHUP)
         if self._announced:
-            log.info("worker %d (pid %d) serving version %d again", worker.index, worker.process.pid, info["version"])
+            served = ", ".join(f"{info['name']} version {info['version']}" for info in infos)
+            log.info("worker %d (pid %d) serving %s again", worker.index, worker.process.pid, served)
         elif all(w.serving for w in self._workers.values()) and len(self._workers) == self.count:
             self._announced = True
-            log.info(
-                "serving %s version %d from %s on %s (%d workers ready)",
-                info["name"],
-                info["version"],
-                info["path"],
-                info["provider"],
-                self.count,
-            )
+            for info in infos:
+                log.info(
+                    "serving %s version %d from %s on %s (%d workers ready)",
+                    info["name"],
+                    info["version"],
+                    info["path"],
+                    info["provider"],
+                    self.count,
+                )
 
     def _on_exit(self, worker: Worker) -> None:
         worker.process.join()

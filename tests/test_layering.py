@@ -32,7 +32,7 @@ CONTRACTS = [
     ),
     (
         ("digitserve.client", "digitserve.wire"),
-        ("onnxruntime", "prometheus_client", "grpc_reflection", "pydantic"),
+        ("onnxruntime", "prometheus_client", "grpc_reflection", "pydantic", "starlette", "uvicorn"),
         "a client-only install has none of the server's packages",
     ),
     (("digitserve.wire",), ("digitserve.client", "digitserve.bench"), "the wire depends on neither side"),

@@ -1,7 +1,8 @@
 """digits.v1.Classifier: our own API, a thin layer over the data plane.
 
 Classify decodes one of the three pixel encodings (float32, float32_le, uint8), awaits the data
-plane, and answers one Prediction per image (or the packed bytes when asked). ClassifyStream
+plane (on the model and version the request names: `model` empty = the default model, `version`
+0 = its newest), and answers one Prediction per image (or the packed bytes when asked). ClassifyStream
 runs every request of a stream concurrently and answers them in order; a bad request gets an
 error entry and the stream goes on; when the server starts draining, the stream stops taking
 requests, answers the ones it has, and ends with UNAVAILABLE (requests sent after the last
@@ -82,7 +83,9 @@ class ClassifierServicer(digits_pb2_grpc.ClassifierServicer):
     async def _classify(
         self, request: digits_pb2.ClassifyRequest, deadline: float | None
     ) -> digits_pb2.ClassifyResponse:
-        probabilities, model = await self._plane.infer(lambda _model: decode_request(request), deadline)
+        probabilities, model = await self._plane.infer(
+            request.model, request.version or None, lambda: decode_request(request), deadline
+        )
         return build_response(request, probabilities, model)
 
     @grpc_errors

@@ -2,42 +2,33 @@
 
 The model is `pixels` FP32 [N, 784] -> `probabilities` FP32 [N, 10]; UINT8 [N, 784] pixels
 (0..255) are accepted too. Data may come as typed contents or as `raw_input_contents`; the
-response uses the same form (raw in, raw out, as Triton's clients expect).
+response uses the same form (raw in, raw out, as Triton's clients expect). `model_name` and
+`model_version` choose the served version (empty version: the newest). Triton's model repository
+extension (RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload) is served beside it; load
+and unload only under `--model-control explicit` (serve/control.py).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import grpc
 import numpy as np
 
 from digitserve import __version__
-from digitserve.contract import IMAGE_SIZE, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME, validate_pixels
+from digitserve.contract import INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
 from digitserve.errors import InvalidInput
+from digitserve.serve import v2
+from digitserve.serve.control import ModelControl
 from digitserve.serve.dataplane import DataPlane, deadline_of
-from digitserve.serve.errors import ModelNotFound, grpc_errors
+from digitserve.serve.errors import grpc_errors
+from digitserve.serve.v2 import ARTIFACT_TRAILER, SERVER_NAME, version_number
 from digitserve.wire.codec import packed_float_field, packed_floats
 from digitserve.wire.names import PLATFORM
 from digitserve.wire.proto import grpc_service_pb2 as pb
 from digitserve.wire.proto import grpc_service_pb2_grpc
 
-SERVER_NAME = "digitserve"
-ARTIFACT_TRAILER = "digitserve-artifact"
-ITEM_BYTES = {"FP32": 4, "UINT8": 1}
 _FP32_CONTENTS = pb.InferTensorContents.DESCRIPTOR.fields_by_name["fp32_contents"].number
-
-
-def check_model(model: Any, name: str, version: str) -> None:
-    """NOT_FOUND unless (name, version) names the model in service ("" = the served version)."""
-    if name != model.info.name:
-        raise ModelNotFound(f"unknown model {name!r}; this server serves {model.info.name!r}")
-    if version not in ("", str(model.info.version)):
-        raise ModelNotFound(
-            f"version {version!r} of model {name!r} is not served; the server serves version "
-            f"{model.info.version} (send an empty model_version for the served one)"
-        )
 
 
 def _contents_fields(contents: pb.InferTensorContents) -> list[str]:
@@ -55,34 +46,15 @@ def _typed_values(tensor: pb.ModelInferRequest.InferInputTensor) -> np.ndarray:
     if tensor.datatype == "FP32":
         values = packed_floats(tensor.contents.SerializeToString(), _FP32_CONTENTS)
         return values if values is not None else np.array(tensor.contents.fp32_contents, np.float32)
-    ints = np.array(tensor.contents.uint_contents, dtype=np.int64)
-    if ints.size and ints.max() > 255:
-        raise InvalidInput(f"UINT8 pixel values must lie in 0..255; got max {int(ints.max())}")
-    return ints.astype(np.uint8)
+    return v2.uint8_values(np.array(tensor.contents.uint_contents, dtype=np.int64))
 
 
-def decode_infer_request(request: pb.ModelInferRequest, model: Any) -> np.ndarray:
+def decode_infer_request(request: pb.ModelInferRequest) -> np.ndarray:
     """The request's `pixels` as float32 [N, 784], after checking every V2 field that matters."""
-    check_model(model, request.model_name, request.model_version)
-    names = [tensor.name for tensor in request.inputs]
-    if names != [INPUT_NAME]:
-        raise InvalidInput(f"expected exactly one input {INPUT_NAME!r} (FP32 [N, {IMAGE_SIZE}]); got {names or 'none'}")
-    for output in request.outputs:
-        if output.name != OUTPUT_NAME:
-            raise InvalidInput(f"unknown output {output.name!r}; the model's output is {OUTPUT_NAME!r}")
+    v2.check_names([tensor.name for tensor in request.inputs], [output.name for output in request.outputs])
     tensor = request.inputs[0]
-    if tensor.datatype not in ITEM_BYTES:
-        raise InvalidInput(
-            f"input {INPUT_NAME!r} has datatype {tensor.datatype or 'unset'!r}; send FP32 (0..1) or UINT8 (0..255)"
-        )
     shape = list(tensor.shape)
-    if len(shape) != 2 or shape[1] != IMAGE_SIZE or shape[0] < 0:
-        raise InvalidInput(
-            f"input {INPUT_NAME!r} must have shape [N, {IMAGE_SIZE}] (N images of 28x28 pixels); got {shape}"
-        )
-    if shape[0] == 0:
-        raise InvalidInput("empty batch: shape [0, 784]; send at least one image")
-    count = math.prod(shape)
+    v2.check_tensor(tensor.datatype, shape)
     if request.raw_input_contents:
         if len(request.raw_input_contents) != 1:
             raise InvalidInput(
@@ -92,21 +64,12 @@ def decode_infer_request(request: pb.ModelInferRequest, model: Any) -> np.ndarra
         if _contents_fields(tensor.contents):
             raise InvalidInput("send the data either in raw_input_contents or in the input's contents, not both")
         raw = request.raw_input_contents[0]
-        needed = count * ITEM_BYTES[tensor.datatype]
-        if len(raw) != needed:
-            raise InvalidInput(
-                f"raw_input_contents[0] holds {len(raw)} bytes; shape {shape} {tensor.datatype} needs {needed}"
-            )
+        v2.check_bytes("raw_input_contents[0]", len(raw), tensor.datatype, shape)
         values = np.frombuffer(raw, dtype="<f4" if tensor.datatype == "FP32" else np.uint8)
     else:
         values = _typed_values(tensor)
-        if values.size != count:
-            raise InvalidInput(
-                f"input {INPUT_NAME!r} has shape {shape} ({count} values) but carries {values.size} values"
-            )
-    if tensor.datatype == "UINT8":
-        return values.astype(np.float32).reshape(-1, IMAGE_SIZE) / np.float32(255.0)
-    return validate_pixels(values)
+        v2.check_count(shape, values.size)
+    return v2.to_pixels(values, tensor.datatype)
 
 
 def build_infer_response(request: pb.ModelInferRequest, probabilities: np.ndarray, model: Any) -> pb.ModelInferResponse:
@@ -120,10 +83,11 @@ def build_infer_response(request: pb.ModelInferRequest, probabilities: np.ndarra
 
 
 class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
-    """inference.GRPCInferenceService over a DataPlane."""
+    """inference.GRPCInferenceService over a DataPlane, with Triton's model repository extension."""
 
-    def __init__(self, plane: DataPlane):
+    def __init__(self, plane: DataPlane, control: ModelControl):
         self._plane = plane
+        self._control = control
 
     @grpc_errors
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
@@ -135,35 +99,25 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @grpc_errors
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
-        model = self._plane.model
-        if model is None:
-            return pb.ModelReadyResponse(ready=False)
-        if request.name != model.info.name:
-            raise ModelNotFound(f"unknown model {request.name!r}; this server serves {model.info.name!r}")
-        served = request.version in ("", str(model.info.version))
-        return pb.ModelReadyResponse(ready=served and self._plane.ready)
+        return pb.ModelReadyResponse(ready=v2.model_ready(self._plane, request.name, request.version))
 
     @grpc_errors
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
-        model = self._plane.model
-        # V2 has no field for the execution device or the artifact: extension-style entries.
-        extensions = ([f"execution_provider:{model.info.provider}", f"artifact:{model.info.artifact}"]
-                      if model is not None else [])
+        extensions = v2.server_extensions(self._plane.registry)
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=extensions)
 
     @grpc_errors
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
-        model = self._plane.require_model()
-        check_model(model, request.name, request.version)
+        served = self._plane.route(request.name, version_number(request.version, "version"))
         # Its message has no free field either: the artifact (onnx, onnx-int8) goes in a trailer.
-        context.set_trailing_metadata(((ARTIFACT_TRAILER, model.info.artifact),))
+        context.set_trailing_metadata(((ARTIFACT_TRAILER, served.model.info.artifact),))
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
-            name=model.info.name,
-            versions=[str(model.info.version)],
+            name=served.name,
+            versions=[str(v) for v in self._plane.registry.versions(served.name)],
             platform=PLATFORM,
-            inputs=[tensor(name=INPUT_NAME, datatype="FP32", shape=[-1, IMAGE_SIZE])],
-            outputs=[tensor(name=OUTPUT_NAME, datatype="FP32", shape=[-1, NUM_CLASSES])],
+            inputs=[tensor(name=INPUT_NAME, datatype="FP32", shape=v2.INPUT_SHAPE)],
+            outputs=[tensor(name=OUTPUT_NAME, datatype=v2.OUTPUT_DATATYPE, shape=v2.OUTPUT_SHAPE)],
         )
 
     @grpc_errors
@@ -171,6 +125,54 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
         probabilities, model = await self._plane.infer(
-            lambda pinned: decode_infer_request(request, pinned), deadline_of(context)
+            request.model_name,
+            version_number(request.model_version),
+            lambda: decode_infer_request(request),
+            deadline_of(context),
         )
         return build_infer_response(request, probabilities, model)
+
+    # -- Triton's model repository extension ----------------------------------------------------
+    @grpc_errors
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> pb.RepositoryIndexResponse:
+        entries = await self._control.index(ready_only=request.ready)
+        return pb.RepositoryIndexResponse(
+            models=[
+                pb.RepositoryIndexResponse.ModelIndex(
+                    name=entry.name, version=str(entry.version), state=entry.state, reason=entry.reason
+                )
+                for entry in entries
+            ]
+        )
+
+    @grpc_errors
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Any
+    ) -> pb.RepositoryModelLoadResponse:
+        self._require_explicit_control("RepositoryModelLoad")
+        await self._control.load(request.model_name, _pinned_version(request.parameters))
+        return pb.RepositoryModelLoadResponse()
+
+    @grpc_errors
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Any
+    ) -> pb.RepositoryModelUnloadResponse:
+        self._require_explicit_control("RepositoryModelUnload")
+        await self._control.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    def _require_explicit_control(self, method: str) -> None:
+        v2.require_explicit_control(self._control, self._plane, method)
+
+
+def _pinned_version(parameters: Any) -> int | None:
+    """Our extension of RepositoryModelLoad: parameters["version"] pins one version (rollback)."""
+    if "version" not in parameters:
+        return None
+    parameter = parameters["version"]
+    choice = parameter.WhichOneof("parameter_choice")
+    if choice == "int64_param" and parameter.int64_param > 0:
+        return int(parameter.int64_param)
+    if choice == "string_param" and parameter.string_param.isdigit() and int(parameter.string_param) > 0:
+        return int(parameter.string_param)
+    raise InvalidInput('parameters["version"] must be a version number (int64_param, or digits in string_param)')

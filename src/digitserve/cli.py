@@ -26,9 +26,10 @@ ENV_PREFIX = "DIGITSERVE_"
 COMMANDS = {
     "train": ("digitserve.train.cli", "train a model into the model repository"),
     "export": ("digitserve.export.cli", "export a trained version to ONNX, TF.js and TFLite"),
-    "serve": ("digitserve.serve.cli", "serve the newest exported version over gRPC"),
+    "serve": ("digitserve.serve.cli", "serve the model repository over gRPC (digits.v1, KServe V2)"),
     "classify": ("digitserve.client.classify_cli", "classify images through a running server"),
     "health": ("digitserve.client.health_cli", "check a server's gRPC health (exit 0 serving, 1 not)"),
+    "models": ("digitserve.client.models_cli", "list, load and unload a running server's models (operators)"),
     "bench": ("digitserve.bench.cli", "benchmark training or serving"),
     "web": ("digitserve.web.cli", "serve the drawing page and the model repository"),
 }
@@ -136,6 +137,9 @@ def _environment_value(action: argparse.Action, raw: str) -> object:
         if word not in TRUE_WORDS + FALSE_WORDS:
             raise ValueError(f"expected one of {', '.join(w for w in TRUE_WORDS + FALSE_WORDS if w)}")
         return word in TRUE_WORDS
+    if isinstance(action, argparse._AppendAction):  # a repeatable flag: comma-separated values
+        return [action.type(part.strip()) if callable(action.type) else part.strip()
+                for part in raw.split(",") if part.strip()]
     value = action.type(raw) if callable(action.type) else raw
     if action.choices is not None and value not in action.choices:
         raise ValueError(f"expected one of {', '.join(map(str, action.choices))}")

@@ -44,6 +44,8 @@ def rows(parser: argparse.ArgumentParser) -> Iterator[tuple[str, ...]]:
         else:
             field = action.type.field if isinstance(action.type, FlagValue) else None
             kind = TYPE_WORDS[field.annotation if field else str]
+            if isinstance(action, argparse._AppendAction):
+                kind += ", repeatable (variable: comma-separated)"
             default = "none" if action.default is None else f"`{action.default}`"
         help = (action.help or "").replace(" (default: %(default)s)", "").replace("%%", "%")
         limits = bounds(action.type.field) if isinstance(action.type, FlagValue) else ""

@@ -63,6 +63,14 @@ def value_field(field: FieldInfo) -> FieldInfo:
     return field
 
 
+def repeated_item(field: FieldInfo) -> Any:
+    """The item type of a `tuple[X, ...]` field (a repeatable flag); None for any other field."""
+    args = typing.get_args(field.annotation)
+    if typing.get_origin(field.annotation) is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return args[0]
+    return None
+
+
 def choices(field: FieldInfo) -> tuple[Any, ...]:
     """A Literal field's values; () for any other field."""
     annotation = value_field(field).annotation
@@ -95,6 +103,8 @@ def problem(field: FieldInfo, error: ErrorDetails) -> str:
     given = error["input"] if isinstance(error["input"], str) else repr(error["input"])
     if error["type"] in OUT_OF_BOUNDS:
         return f"must be {expected(field)}, got {given}"
+    if error["type"] == "value_error":  # a validator's own words say what is expected
+        return str(error["ctx"]["error"])
     return f"must be {error['msg'].removeprefix('Input should be ').split(',')[0]}, got {given}"
 
 
@@ -113,6 +123,15 @@ class FlagValue:
             return self.adapter.validate_python(text)
         except ValidationError as exc:
             raise argparse.ArgumentTypeError(problem(self.field, exc.errors()[0])) from None
+
+
+class Repeated(argparse._AppendAction):
+    """A repeatable flag whose values replace its default (a variable's list) instead of adding to it."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        if getattr(namespace, self.dest) is self.default:
+            setattr(namespace, self.dest, None)
+        super().__call__(parser, namespace, values, option_string)
 
 
 class Settings(BaseModel):
@@ -156,6 +175,8 @@ class Settings(BaseModel):
         """The settings that a parsed command line (flags and DIGITSERVE_ variables) asks for."""
         values = {name: getattr(args, name) for name in cls.model_fields}
         for name, field in cls.model_fields.items():
+            if repeated_item(field) is not None:
+                values[name] = tuple(values[name] or field.default)
             off_flag = _extra(field).get("off_flag")
             if off_flag and getattr(args, off_flag.removeprefix("--").replace("-", "_")):
                 values[name] = None
@@ -175,6 +196,9 @@ def _flag_options(name: str, field: FieldInfo) -> dict[str, Any]:
         if field.default is not False:
             raise TypeError(f"{name}: a store_true flag can only switch a setting on; default it to False")
         return {"action": "store_true", "help": field.description}
+    if (item := repeated_item(field)) is not None:
+        return {"action": Repeated, "type": FlagValue(FieldInfo.from_annotation(item)), "default": None,
+                "help": field.description}
     shown = field.description if field.default is None else f"{field.description} (default: %(default)s)"
     if choices(field):
         return {"choices": choices(field), "default": field.default, "help": shown}

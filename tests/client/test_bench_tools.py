@@ -38,6 +38,26 @@ def test_bench_serve_runs_every_phase_and_writes_json(repo: Path, mnist_dir: Pat
     assert "b_server_vs_echo_c64" in done.stdout and "(a) server, 64 images/call, conc 8" in done.stdout
 
 
+def test_bench_serve_phase_e_splits_the_load_over_two_models(repo: Path, mnist_dir: Path, tmp_path: Path) -> None:
+    output = tmp_path / "bench-e.json"
+    done = digitserve(
+        "bench", "serve", "--repo", str(repo), "--data", str(mnist_dir), "--phases", "e", "--seconds", "0.6",
+        "--warmup", "0.2", "--output", str(output), timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(output.read_text())
+    one, two = results["e_one_model"], results["e_two_models"]
+    for row in (one, two):
+        assert row["errors"] == {} and row["requests"] > 0 and row["mean_batch_size"] == 64.0, row
+    assert one["requests_by_model"] == {"digits": one["requests"]}
+    split = two["requests_by_model"]
+    assert set(split) == {"digits", "digits-b"} and abs(split["digits"] - split["digits-b"]) <= 8  # round robin
+    for name, check in results["e_prediction_check"].items():
+        assert check["answered_by"] == f"{name}/1" and check["labels_equal"] and check["max_abs_diff"] < 1e-5
+    assert set(results["ratios"]) == {"e_two_models_vs_one"} and results["ratios"]["e_two_models_vs_one"] > 0
+    assert "(e) two models, load split over both" in done.stdout
+
+
 def gpu_check(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "digitserve.bench.gpu_check", *args], capture_output=True, text=True, timeout=240

@@ -129,7 +129,7 @@ def test_unknown_v2_model_is_not_found(server: ServeProcess, mnist_images: Image
     with Client(server.target, api="v2", model="letters") as client, pytest.raises(NotFound) as caught:
         client.classify(mnist_images.pixels[:1])
     assert caught.value.code == grpc.StatusCode.NOT_FOUND and "letters" in caught.value.details
-    with Client(server.target, api="v2", model_version=7) as client, pytest.raises(NotFound, match="version '7'"):
+    with Client(server.target, api="v2", model_version=7) as client, pytest.raises(NotFound, match=r"version '?7'?"):
         client.classify(mnist_images.pixels[:1])
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build .venv-triton: Triton's gRPC client (tritonclient[grpc]) in a virtual environment of its
+# Build .venv-triton: Triton's gRPC and HTTP clients (tritonclient[grpc,http]) in a virtual environment of its
 # own, because it needs protobuf>=6.30 and the project's .venv pins protobuf 5.29.
 #
 #   tests/interop/make_triton_venv.sh [VENV_DIR]     (default: .venv-triton at the repository root)
@@ -23,6 +23,6 @@ command -v uv >/dev/null || { echo "make_triton_venv.sh: needs uv (pip install u
 export UV_PYTHON_DOWNLOADS="${UV_PYTHON_DOWNLOADS:-never}"
 uv venv --quiet --allow-existing --python 3.11 "$venv"
 uv pip install --quiet --python "$venv/bin/python" --require-hashes -r "$requirements"
-"$venv/bin/python" -c "import tritonclient.grpc, numpy"  # fail here, not in the test
+"$venv/bin/python" -c "import tritonclient.grpc, tritonclient.http, numpy"  # fail here, not in the test
 echo "$wanted" > "$stamp"
 echo "built $venv"

@@ -88,3 +88,12 @@ def slow_repo(tmp_path_factory: pytest.TempPathFactory, weights: Weights) -> Pat
     root = tmp_path_factory.mktemp("slow-repo")
     write_version(root, 1, weights, slow_size=SLOW_SIZE)
     return root
+
+
+# Repository serving (tests/serve/repository_fixtures.py): a repository of two models, shared or own.
+from tests.serve.repository_fixtures import (  # noqa: E402, F401, I001
+    models_repo,
+    repo_servers,
+    shared_models_reference,
+    shared_models_repo,
+)

@@ -139,12 +139,12 @@ V2_CASES: dict[str, tuple[Callable[[], v2.ModelInferRequest], grpc.StatusCode, s
     "unknown model": (
         lambda: v2.ModelInferRequest(model_name="mnist"),
         grpc.StatusCode.NOT_FOUND,
-        "unknown model 'mnist'; this server serves 'digits'",
+        "unknown model 'mnist'; this server serves digits \\(version 1\\)",
     ),
     "unknown version": (
         lambda: fp32(GOOD, model_version="7"),
         grpc.StatusCode.NOT_FOUND,
-        "version '7' of model 'digits' is not served; the server serves version 1",
+        "version 7 of model 'digits' is not served; it serves version 1 of it",
     ),
     "no inputs": (
         lambda: v2.ModelInferRequest(model_name="digits"),

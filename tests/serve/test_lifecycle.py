@@ -185,17 +185,18 @@ def test_hot_reload_serves_a_new_version_and_skips_a_corrupt_one(
         assert list(stubs.v2.ModelMetadata(v2.ModelMetadataRequest(name="digits")).versions) == ["2"]
 
         write_version(own_repo, 3, random_weights(3), bad_sha256=True)
-        write_version(own_repo, 4, random_weights(4), truncate=True)  # newest: tried, refused
+        write_version(own_repo, 4, random_weights(4), truncate=True)  # newest: tried, refused, then 3
         deadline = time.monotonic() + 20
-        while server.metric("digitserve_reloads_total", result="failure") < 1 and time.monotonic() < deadline:
+        while server.metric("digitserve_reloads_total", result="failure") < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.3)  # a few more polls: a refused version is not retried on every poll
-        assert server.metric("digitserve_reloads_total", result="failure") == 1
+        assert server.metric("digitserve_reloads_total", result="failure") == 2
         assert server.metric("digitserve_reloads_total", result="success") == 1
         assert stubs.digits.Classify(request).model_version == 2
         assert health_of(channel) == [SERVING] * 3
         assert server.metric("digitserve_model_version", model="digits") == 2
-    assert "version 4 not served: ONNX Runtime cannot load" in caplog.text
+    assert "version 4 of 'digits' not served: ONNX Runtime cannot load" in caplog.text
+    assert "version 3 of 'digits' not served:" in caplog.text and "the file is corrupt" in caplog.text
 
 
 def test_calls_in_flight_finish_on_the_model_they_started_with(

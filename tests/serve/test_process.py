@@ -144,7 +144,7 @@ def cuda(repo: Path) -> list[str]:
 @pytest.mark.parametrize(
     ("prepare", "message"),
     [
-        (empty, "no exported model version in .* \\(none has a manifest.json\\)"),
+        (empty, "no exported model version in .* \\(no .*/<model>/<version>/ has a manifest.json\\)"),
         (bad_sha, ".*model.onnx has sha256 [0-9a-f]{64}, but the manifest says 0{64}"),
         pytest.param(
             cuda,

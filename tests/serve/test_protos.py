@@ -48,10 +48,61 @@ def test_generated_imports_are_package_relative() -> None:
         (v2.ModelMetadataResponse.TensorMetadata, "shape", 3),
         (v2.ServerMetadataResponse, "extensions", 3),
         (v2.ModelReadyRequest, "version", 2),
+        # the model repository extension (Triton's grpc_service.proto)
+        (v2.ModelRepositoryParameter, "bool_param", 1),
+        (v2.ModelRepositoryParameter, "int64_param", 2),
+        (v2.ModelRepositoryParameter, "string_param", 3),
+        (v2.ModelRepositoryParameter, "bytes_param", 4),
+        (v2.RepositoryIndexRequest, "repository_name", 1),
+        (v2.RepositoryIndexRequest, "ready", 2),
+        (v2.RepositoryIndexResponse, "models", 1),
+        (v2.RepositoryIndexResponse.ModelIndex, "name", 1),
+        (v2.RepositoryIndexResponse.ModelIndex, "version", 2),
+        (v2.RepositoryIndexResponse.ModelIndex, "state", 3),
+        (v2.RepositoryIndexResponse.ModelIndex, "reason", 4),
+        (v2.RepositoryModelLoadRequest, "repository_name", 1),
+        (v2.RepositoryModelLoadRequest, "model_name", 2),
+        (v2.RepositoryModelLoadRequest, "parameters", 3),
+        (v2.RepositoryModelUnloadRequest, "repository_name", 1),
+        (v2.RepositoryModelUnloadRequest, "model_name", 2),
+        (v2.RepositoryModelUnloadRequest, "parameters", 3),
     ],
 )
 def test_v2_field_numbers_match_the_public_protocol(message: type, field: str, number: int) -> None:
     assert message.DESCRIPTOR.fields_by_name[field].number == number
+
+
+def test_repository_messages_have_tritons_shape() -> None:
+    assert {f.name for f in v2.ModelRepositoryParameter.DESCRIPTOR.oneofs_by_name["parameter_choice"].fields} == {
+        "bool_param", "int64_param", "string_param", "bytes_param"
+    }
+    for request in (v2.RepositoryModelLoadRequest, v2.RepositoryModelUnloadRequest):
+        entry = request.DESCRIPTOR.fields_by_name["parameters"].message_type
+        assert entry.GetOptions().map_entry
+        assert entry.fields_by_name["value"].message_type.name == "ModelRepositoryParameter"
+    assert not v2.RepositoryModelLoadResponse.DESCRIPTOR.fields
+    assert not v2.RepositoryModelUnloadResponse.DESCRIPTOR.fields
+    service = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    for method, request, response in [
+        ("RepositoryIndex", "RepositoryIndexRequest", "RepositoryIndexResponse"),
+        ("RepositoryModelLoad", "RepositoryModelLoadRequest", "RepositoryModelLoadResponse"),
+        ("RepositoryModelUnload", "RepositoryModelUnloadRequest", "RepositoryModelUnloadResponse"),
+    ]:
+        found = service.methods_by_name[method]
+        assert found.input_type.full_name == f"inference.{request}"
+        assert found.output_type.full_name == f"inference.{response}"
+        assert not (found.client_streaming or found.server_streaming)
+
+
+def test_classify_request_routes_by_model_and_version() -> None:
+    fields = digits_pb2.ClassifyRequest.DESCRIPTOR.fields_by_name
+    assert (fields["model"].number, fields["model"].type) == (6, fields["model"].TYPE_STRING)
+    assert (fields["version"].number, fields["version"].type) == (7, fields["version"].TYPE_INT64)
+    assert fields["model"].containing_oneof is None and fields["version"].containing_oneof is None
+    # absent means the server's default: an old client's request reads as model "" and version 0
+    old = digits_pb2.ClassifyRequest(uint8=bytes(784), request_id="r").SerializeToString()
+    parsed = digits_pb2.ClassifyRequest.FromString(old)
+    assert (parsed.model, parsed.version) == ("", 0)
 
 
 def test_service_names() -> None:

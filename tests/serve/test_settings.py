@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DECLARED: dict[str, type[Settings]] = {"serve": ServeSettings, "web": WebSettings}
 # Today's defaults, stated here on purpose: a change to one must be a decision, not an accident.
 SERVE_DEFAULTS = dict(
-    repo=Path("models"), name="digits", host="127.0.0.1", port=50051, metrics_port=8000, reuse_port=False,
+    repo=Path("models"), model=(), name=None, version_policy="latest:1", model_control="poll", max_loaded_versions=0,
+    host="127.0.0.1", port=50051, http_port=None, metrics_port=8000, reuse_port=False,
     tls_cert=None, tls_key=None, tls_client_ca=None, device="auto", cuda_device_id=0, cuda_mem_limit_mb=0,
     cudnn_conv_algo_search="HEURISTIC", intra_op_threads=0, inter_op_threads=0, graph_optimization="all",
     ort_spinning=False, max_batch_size=64, max_queue_delay_us=0, max_queue_images=4096, max_request_images=1024,
@@ -77,6 +78,8 @@ def test_switches_and_the_metrics_off_flag() -> None:
         ("serve", ["--grace-seconds", "nan"], "argument --grace-seconds: must be at least 0, got nan"),
         ("serve", ["--cuda-device-id", "one"], "argument --cuda-device-id: must be a valid integer, got one"),
         ("serve", ["--device", "gpu"], "argument --device: invalid choice: 'gpu'"),
+        ("serve", ["--version-policy", "newest"], "argument --version-policy: version policy 'newest' is not one of "
+         "latest:N (N >= 1), all, specific:V[,V...]"),
         ("web", ["--port", "65536"], "argument --port: must be a TCP port, 0 to 65535, got 65536"),
     ],
 )
@@ -130,15 +133,33 @@ def test_every_variable_flows_through_to_the_settings(command: str, monkeypatch:
     settings = DECLARED[command]
     env = {"DIGITSERVE_" + name.upper(): other_value(field) for name, field in settings.model_fields.items()}
     if command == "serve":  # TLS needs a key beside the certificate, and 1025 queued images at least
-        env.update(DIGITSERVE_TLS_KEY="key.pem", DIGITSERVE_MAX_QUEUE_IMAGES="1025")
+        # explicit model control runs in one process: --workers keeps its default (tested elsewhere)
+        env.update(DIGITSERVE_TLS_KEY="key.pem", DIGITSERVE_MAX_QUEUE_IMAGES="1025", DIGITSERVE_VERSION_POLICY="all",
+                   DIGITSERVE_WORKERS="1")
     for variable, value in env.items():
         monkeypatch.setenv(variable, value)
     got = dict(settings.from_args(parse(command)))
     for name, field in settings.model_fields.items():
-        assert str(got[name]).lower() == env["DIGITSERVE_" + name.upper()].lower(), name
-        assert got[name] != field.default, name
+        value = ",".join(got[name]) if isinstance(got[name], tuple) else str(got[name])  # --model: repeatable
+        assert value.lower() == env["DIGITSERVE_" + name.upper()].lower(), name
+        assert got[name] != field.default or name == "workers", name
     # a flag on the command line wins over its variable
     assert settings.from_args(parse(command, "--port", "1234")).port == 1234
+
+
+def test_model_is_repeatable_and_its_variable_takes_a_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert settings_from_args(parse("serve", "--model", "cnn", "--model", "softmax")).model == ("cnn", "softmax")
+    monkeypatch.setenv("DIGITSERVE_MODEL", "cnn, softmax")
+    assert settings_from_args(parse("serve")).model == ("cnn", "softmax")
+    assert settings_from_args(parse("serve", "--model", "tiny")).model == ("tiny",)  # the flag wins
+    with pytest.raises(UsageError, match="--name serves one model and --model chooses several"):
+        settings_from_args(parse("serve", "--name", "digits"))
+
+
+def test_explicit_model_control_needs_one_process() -> None:
+    with pytest.raises(UsageError, match="--model-control explicit changes what one process serves"):
+        ServeSettings(model_control="explicit", workers=2)
+    assert ServeSettings(model_control="explicit").workers == 1
 
 
 def test_no_metrics_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

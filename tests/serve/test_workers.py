@@ -164,7 +164,7 @@ def test_a_worker_killed_under_load_is_replaced_and_the_other_calls_succeed(
         wait_until(lambda: process.metric(SUCCESS) > 100, "the load flows", process)
         os.kill(worker_pids(process)[1], signal.SIGKILL)
         process.wait_for_log(r"worker 1 \(pid \d+\) was killed by SIGKILL after [\d.]+ s; restarting it")
-        process.wait_for_log(r"worker 1 \(pid \d+\) serving version 1 again")
+        process.wait_for_log(r"worker 1 \(pid \d+\) serving digits version 1 again")
         kill_leftovers.extend(worker_pids(process).values())
         answered = process.metric(SUCCESS)
         wait_until(lambda: process.metric(SUCCESS) > answered + 100, "the load flows on", process)

@@ -2,7 +2,8 @@
 
 Every test folder starts its server processes through `ServeProcess`, so readiness, logs,
 signals and clean-up are decided once. Ports are ephemeral: the process logs the ones it got
-("listening on HOST:PORT", "metrics on http://HOST:PORT/metrics") and `wait_serving` reads them,
+("listening on HOST:PORT", "metrics on http://HOST:PORT/metrics", and with --http-port
+"KServe V2 HTTP on http://HOST:PORT") and `wait_serving` reads them,
 then waits for the "serving NAME version V" line, which the server logs once its health is SERVING.
 The log goes to a file so a test can read it while the process runs and quote it on failure.
 """
@@ -21,6 +22,7 @@ from tests.support.metrics import metric_value, scrape
 
 LISTENING = re.compile(r"listening on \S+:(\d+) \(")
 METRICS = re.compile(r"metrics on http://\S+:(\d+)/metrics")
+HTTP = re.compile(r"KServe V2 HTTP on (https?)://\S+:(\d+)")  # only with --http-port
 SERVING = re.compile(r"serving (\S+) version (\d+) from \S+ on (\S+)")
 # What every test server gets unless a test passes its own: loopback, ephemeral ports, CPU,
 # one thread, no polling (a test that wants a reload sends SIGHUP).
@@ -40,6 +42,9 @@ class ServeProcess:
             env=dict(env) if env is not None else clean_env(),
         )
         self.port = self.metrics_port = self.version = 0
+        self.http_port = 0
+        """The KServe V2 HTTP/REST port, for a server started with --http-port (else 0)."""
+        self.http_scheme = "http"
         self.provider = ""
 
     @classmethod
@@ -51,6 +56,11 @@ class ServeProcess:
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        """The base URL of the HTTP/REST listener (wait_listening reads its port)."""
+        return f"{self.http_scheme}://127.0.0.1:{self.http_port}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -74,6 +84,9 @@ class ServeProcess:
         self.port = int(self.wait_for_log(LISTENING, timeout).group(1))
         metrics = METRICS.search(self.log())
         self.metrics_port = int(metrics.group(1)) if metrics else 0
+        http = HTTP.search(self.log())  # logged before "listening on"
+        if http:
+            self.http_scheme, self.http_port = http.group(1), int(http.group(2))
         return self
 
     def wait_serving(self, timeout: float = 120) -> ServeProcess:

@@ -9,8 +9,9 @@ of N >= 1 images, all in one encoding; the response carries one Prediction per i
 order of the request.
 
 Errors are gRPC status codes: INVALID_ARGUMENT (shape, NaN/Inf, out-of-range pixels, empty
-batch), RESOURCE_EXHAUSTED (queue full, too many images in one request), UNAVAILABLE (not ready
-yet, draining), DEADLINE_EXCEEDED (the deadline passed while queued).
+batch), NOT_FOUND (unknown model or version: the message names the models and versions the
+server serves), RESOURCE_EXHAUSTED (queue full, too many images in one request), UNAVAILABLE
+(not ready yet, draining), DEADLINE_EXCEEDED (the deadline passed while queued).
 """
 
 import builtins
@@ -84,6 +85,8 @@ class ClassifyRequest(google.protobuf.message.Message):
     UINT8_FIELD_NUMBER: builtins.int
     REQUEST_ID_FIELD_NUMBER: builtins.int
     OUTPUT_FORMAT_FIELD_NUMBER: builtins.int
+    MODEL_FIELD_NUMBER: builtins.int
+    VERSION_FIELD_NUMBER: builtins.int
     float32_le: builtins.bytes
     """N*784 little-endian IEEE-754 float32 values in [0, 1] (4*N*784 bytes): numpy's
     `array.astype('<f4').tobytes()`. The fastest float encoding to produce and parse.
@@ -94,6 +97,14 @@ class ClassifyRequest(google.protobuf.message.Message):
     """Optional caller-chosen identifier, echoed in the response."""
     output_format: global___OutputFormat.ValueType
     """How the response carries the results (default: one Prediction message per image)."""
+    model: builtins.str
+    """Optional: the name of the model in the server's repository that should answer (empty: the
+    server's default model). An unknown name is NOT_FOUND.
+    """
+    version: builtins.int
+    """Optional: the integer version of that model (0: the newest version the server serves of it).
+    A version the server does not serve is NOT_FOUND.
+    """
     @property
     def float32(self) -> global___Float32Pixels:
         """N*784 float values in [0, 1]."""
@@ -106,9 +117,11 @@ class ClassifyRequest(google.protobuf.message.Message):
         uint8: builtins.bytes = ...,
         request_id: builtins.str = ...,
         output_format: global___OutputFormat.ValueType = ...,
+        model: builtins.str = ...,
+        version: builtins.int = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["float32", b"float32", "float32_le", b"float32_le", "pixels", b"pixels", "uint8", b"uint8"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["float32", b"float32", "float32_le", b"float32_le", "output_format", b"output_format", "pixels", b"pixels", "request_id", b"request_id", "uint8", b"uint8"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["float32", b"float32", "float32_le", b"float32_le", "model", b"model", "output_format", b"output_format", "pixels", b"pixels", "request_id", b"request_id", "uint8", b"uint8", "version", b"version"]) -> None: ...
     def WhichOneof(self, oneof_group: typing.Literal["pixels", b"pixels"]) -> typing.Literal["float32", "float32_le", "uint8"] | None: ...
 
 global___ClassifyRequest = ClassifyRequest

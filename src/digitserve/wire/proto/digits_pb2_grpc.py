@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class ClassifierStub(object):
-    """Classifies handwritten digits with the model version the server is serving.
+    """Classifies handwritten digits with a model the server is serving: its default model, or the
+    one a request names (ClassifyRequest.model and .version).
     """
 
     def __init__(self, channel):
@@ -48,7 +49,8 @@ class ClassifierStub(object):
 
 
 class ClassifierServicer(object):
-    """Classifies handwritten digits with the model version the server is serving.
+    """Classifies handwritten digits with a model the server is serving: its default model, or the
+    one a request names (ClassifyRequest.model and .version).
     """
 
     def Classify(self, request, context):
@@ -91,7 +93,8 @@ def add_ClassifierServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Classifier(object):
-    """Classifies handwritten digits with the model version the server is serving.
+    """Classifies handwritten digits with a model the server is serving: its default model, or the
+    one a request names (ClassifyRequest.model and .version).
     """
 
     @staticmethod

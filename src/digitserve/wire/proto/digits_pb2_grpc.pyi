@@ -9,8 +9,9 @@ of N >= 1 images, all in one encoding; the response carries one Prediction per i
 order of the request.
 
 Errors are gRPC status codes: INVALID_ARGUMENT (shape, NaN/Inf, out-of-range pixels, empty
-batch), RESOURCE_EXHAUSTED (queue full, too many images in one request), UNAVAILABLE (not ready
-yet, draining), DEADLINE_EXCEEDED (the deadline passed while queued).
+batch), NOT_FOUND (unknown model or version: the message names the models and versions the
+server serves), RESOURCE_EXHAUSTED (queue full, too many images in one request), UNAVAILABLE
+(not ready yet, draining), DEADLINE_EXCEEDED (the deadline passed while queued).
 """
 
 import abc
@@ -28,7 +29,9 @@ class _ServicerContext(grpc.ServicerContext, grpc.aio.ServicerContext):  # type:
     ...
 
 class ClassifierStub:
-    """Classifies handwritten digits with the model version the server is serving."""
+    """Classifies handwritten digits with a model the server is serving: its default model, or the
+    one a request names (ClassifyRequest.model and .version).
+    """
 
     def __init__(self, channel: typing.Union[grpc.Channel, grpc.aio.Channel]) -> None: ...
     Classify: grpc.UnaryUnaryMultiCallable[
@@ -49,7 +52,9 @@ class ClassifierStub:
     """
 
 class ClassifierAsyncStub:
-    """Classifies handwritten digits with the model version the server is serving."""
+    """Classifies handwritten digits with a model the server is serving: its default model, or the
+    one a request names (ClassifyRequest.model and .version).
+    """
 
     Classify: grpc.aio.UnaryUnaryMultiCallable[
         digits_pb2.ClassifyRequest,
@@ -69,7 +74,9 @@ class ClassifierAsyncStub:
     """
 
 class ClassifierServicer(metaclass=abc.ABCMeta):
-    """Classifies handwritten digits with the model version the server is serving."""
+    """Classifies handwritten digits with a model the server is serving: its default model, or the
+    one a request names (ClassifyRequest.model and .version).
+    """
 
     @abc.abstractmethod
     def Classify(

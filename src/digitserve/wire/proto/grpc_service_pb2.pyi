@@ -6,8 +6,9 @@ The KServe V2 / Open Inference Protocol gRPC API, as spoken by Triton, KServe an
 Written for digitserve from the public protocol: the package, service, message names and
 field numbers are those of the public `grpc_service.proto`, so any V2 client (tritonclient,
 KServe tooling) works unchanged. digitserve implements the health, metadata and ModelInfer
-calls below; the protocol's optional extensions (model repository, statistics, shared memory,
-streaming) are left out.
+calls below, and Triton's model repository extension (RepositoryIndex, RepositoryModelLoad,
+RepositoryModelUnload); the other optional extensions (statistics, shared memory, streaming)
+are left out.
 
 digitserve's model: input `pixels` FP32 [N, 784] in [0, 1] (UINT8 [N, 784] in 0..255 is also
 accepted), output `probabilities` FP32 [N, 10].
@@ -541,3 +542,207 @@ class ModelInferResponse(google.protobuf.message.Message):
     def ClearField(self, field_name: typing.Literal["id", b"id", "model_name", b"model_name", "model_version", b"model_version", "outputs", b"outputs", "parameters", b"parameters", "raw_output_contents", b"raw_output_contents"]) -> None: ...
 
 global___ModelInferResponse = ModelInferResponse
+
+@typing.final
+class ModelRepositoryParameter(google.protobuf.message.Message):
+    """-- Model repository extension --------------------------------------------------------------
+
+    A parameter of a load or unload request.
+    """
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    BOOL_PARAM_FIELD_NUMBER: builtins.int
+    INT64_PARAM_FIELD_NUMBER: builtins.int
+    STRING_PARAM_FIELD_NUMBER: builtins.int
+    BYTES_PARAM_FIELD_NUMBER: builtins.int
+    bool_param: builtins.bool
+    int64_param: builtins.int
+    string_param: builtins.str
+    bytes_param: builtins.bytes
+    def __init__(
+        self,
+        *,
+        bool_param: builtins.bool = ...,
+        int64_param: builtins.int = ...,
+        string_param: builtins.str = ...,
+        bytes_param: builtins.bytes = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["bool_param", b"bool_param", "bytes_param", b"bytes_param", "int64_param", b"int64_param", "parameter_choice", b"parameter_choice", "string_param", b"string_param"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["bool_param", b"bool_param", "bytes_param", b"bytes_param", "int64_param", b"int64_param", "parameter_choice", b"parameter_choice", "string_param", b"string_param"]) -> None: ...
+    def WhichOneof(self, oneof_group: typing.Literal["parameter_choice", b"parameter_choice"]) -> typing.Literal["bool_param", "int64_param", "string_param", "bytes_param"] | None: ...
+
+global___ModelRepositoryParameter = ModelRepositoryParameter
+
+@typing.final
+class RepositoryIndexRequest(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    REPOSITORY_NAME_FIELD_NUMBER: builtins.int
+    READY_FIELD_NUMBER: builtins.int
+    repository_name: builtins.str
+    """Which repository; empty means every repository the server has (digitserve has one)."""
+    ready: builtins.bool
+    """true: list only the models ready for inference."""
+    def __init__(
+        self,
+        *,
+        repository_name: builtins.str = ...,
+        ready: builtins.bool = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["ready", b"ready", "repository_name", b"repository_name"]) -> None: ...
+
+global___RepositoryIndexRequest = RepositoryIndexRequest
+
+@typing.final
+class RepositoryIndexResponse(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    @typing.final
+    class ModelIndex(google.protobuf.message.Message):
+        """One model (or one version of it) in the repository."""
+
+        DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+        NAME_FIELD_NUMBER: builtins.int
+        VERSION_FIELD_NUMBER: builtins.int
+        STATE_FIELD_NUMBER: builtins.int
+        REASON_FIELD_NUMBER: builtins.int
+        name: builtins.str
+        version: builtins.str
+        """The version as a decimal string (empty when the entry stands for the whole model)."""
+        state: builtins.str
+        """For example READY, UNAVAILABLE, LOADING, UNLOADING."""
+        reason: builtins.str
+        """Why the model is in this state (say, the error that stopped a load); may be empty."""
+        def __init__(
+            self,
+            *,
+            name: builtins.str = ...,
+            version: builtins.str = ...,
+            state: builtins.str = ...,
+            reason: builtins.str = ...,
+        ) -> None: ...
+        def ClearField(self, field_name: typing.Literal["name", b"name", "reason", b"reason", "state", b"state", "version", b"version"]) -> None: ...
+
+    MODELS_FIELD_NUMBER: builtins.int
+    @property
+    def models(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___RepositoryIndexResponse.ModelIndex]: ...
+    def __init__(
+        self,
+        *,
+        models: collections.abc.Iterable[global___RepositoryIndexResponse.ModelIndex] | None = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["models", b"models"]) -> None: ...
+
+global___RepositoryIndexResponse = RepositoryIndexResponse
+
+@typing.final
+class RepositoryModelLoadRequest(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    @typing.final
+    class ParametersEntry(google.protobuf.message.Message):
+        DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: builtins.int
+        VALUE_FIELD_NUMBER: builtins.int
+        key: builtins.str
+        @property
+        def value(self) -> global___ModelRepositoryParameter: ...
+        def __init__(
+            self,
+            *,
+            key: builtins.str = ...,
+            value: global___ModelRepositoryParameter | None = ...,
+        ) -> None: ...
+        def HasField(self, field_name: typing.Literal["value", b"value"]) -> builtins.bool: ...
+        def ClearField(self, field_name: typing.Literal["key", b"key", "value", b"value"]) -> None: ...
+
+    REPOSITORY_NAME_FIELD_NUMBER: builtins.int
+    MODEL_NAME_FIELD_NUMBER: builtins.int
+    PARAMETERS_FIELD_NUMBER: builtins.int
+    repository_name: builtins.str
+    """Which repository to load from; empty means any."""
+    model_name: builtins.str
+    """The model to load or reload."""
+    @property
+    def parameters(self) -> google.protobuf.internal.containers.MessageMap[builtins.str, global___ModelRepositoryParameter]:
+        """Optional. digitserve reads "version" (int64_param): load that version rather than the
+        newest one.
+        """
+
+    def __init__(
+        self,
+        *,
+        repository_name: builtins.str = ...,
+        model_name: builtins.str = ...,
+        parameters: collections.abc.Mapping[builtins.str, global___ModelRepositoryParameter] | None = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["model_name", b"model_name", "parameters", b"parameters", "repository_name", b"repository_name"]) -> None: ...
+
+global___RepositoryModelLoadRequest = RepositoryModelLoadRequest
+
+@typing.final
+class RepositoryModelLoadResponse(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+
+global___RepositoryModelLoadResponse = RepositoryModelLoadResponse
+
+@typing.final
+class RepositoryModelUnloadRequest(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    @typing.final
+    class ParametersEntry(google.protobuf.message.Message):
+        DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: builtins.int
+        VALUE_FIELD_NUMBER: builtins.int
+        key: builtins.str
+        @property
+        def value(self) -> global___ModelRepositoryParameter: ...
+        def __init__(
+            self,
+            *,
+            key: builtins.str = ...,
+            value: global___ModelRepositoryParameter | None = ...,
+        ) -> None: ...
+        def HasField(self, field_name: typing.Literal["value", b"value"]) -> builtins.bool: ...
+        def ClearField(self, field_name: typing.Literal["key", b"key", "value", b"value"]) -> None: ...
+
+    REPOSITORY_NAME_FIELD_NUMBER: builtins.int
+    MODEL_NAME_FIELD_NUMBER: builtins.int
+    PARAMETERS_FIELD_NUMBER: builtins.int
+    repository_name: builtins.str
+    """The repository the model was loaded from; empty means any."""
+    model_name: builtins.str
+    """The model to unload."""
+    @property
+    def parameters(self) -> google.protobuf.internal.containers.MessageMap[builtins.str, global___ModelRepositoryParameter]:
+        """Optional parameters."""
+
+    def __init__(
+        self,
+        *,
+        repository_name: builtins.str = ...,
+        model_name: builtins.str = ...,
+        parameters: collections.abc.Mapping[builtins.str, global___ModelRepositoryParameter] | None = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["model_name", b"model_name", "parameters", b"parameters", "repository_name", b"repository_name"]) -> None: ...
+
+global___RepositoryModelUnloadRequest = RepositoryModelUnloadRequest
+
+@typing.final
+class RepositoryModelUnloadResponse(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+
+global___RepositoryModelUnloadResponse = RepositoryModelUnloadResponse

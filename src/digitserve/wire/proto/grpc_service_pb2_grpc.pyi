@@ -6,8 +6,9 @@ The KServe V2 / Open Inference Protocol gRPC API, as spoken by Triton, KServe an
 Written for digitserve from the public protocol: the package, service, message names and
 field numbers are those of the public `grpc_service.proto`, so any V2 client (tritonclient,
 KServe tooling) works unchanged. digitserve implements the health, metadata and ModelInfer
-calls below; the protocol's optional extensions (model repository, statistics, shared memory,
-streaming) are left out.
+calls below, and Triton's model repository extension (RepositoryIndex, RepositoryModelLoad,
+RepositoryModelUnload); the other optional extensions (statistics, shared memory, streaming)
+are left out.
 
 digitserve's model: input `pixels` FP32 [N, 784] in [0, 1] (UINT8 [N, 784] in 0..255 is also
 accepted), output `probabilities` FP32 [N, 10].
@@ -65,6 +66,28 @@ class GRPCInferenceServiceStub:
     ]
     """Runs one inference request."""
 
+    RepositoryIndex: grpc.UnaryUnaryMultiCallable[
+        grpc_service_pb2.RepositoryIndexRequest,
+        grpc_service_pb2.RepositoryIndexResponse,
+    ]
+    """Model repository extension (Triton's names and numbers). The models in the repository, with
+    their state: loaded or not.
+    """
+
+    RepositoryModelLoad: grpc.UnaryUnaryMultiCallable[
+        grpc_service_pb2.RepositoryModelLoadRequest,
+        grpc_service_pb2.RepositoryModelLoadResponse,
+    ]
+    """Loads a model, or reloads it when it is loaded already (an operator call: the server must
+    allow explicit model control).
+    """
+
+    RepositoryModelUnload: grpc.UnaryUnaryMultiCallable[
+        grpc_service_pb2.RepositoryModelUnloadRequest,
+        grpc_service_pb2.RepositoryModelUnloadResponse,
+    ]
+    """Unloads a model (an operator call, like RepositoryModelLoad)."""
+
 class GRPCInferenceServiceAsyncStub:
     ServerLive: grpc.aio.UnaryUnaryMultiCallable[
         grpc_service_pb2.ServerLiveRequest,
@@ -101,6 +124,28 @@ class GRPCInferenceServiceAsyncStub:
         grpc_service_pb2.ModelInferResponse,
     ]
     """Runs one inference request."""
+
+    RepositoryIndex: grpc.aio.UnaryUnaryMultiCallable[
+        grpc_service_pb2.RepositoryIndexRequest,
+        grpc_service_pb2.RepositoryIndexResponse,
+    ]
+    """Model repository extension (Triton's names and numbers). The models in the repository, with
+    their state: loaded or not.
+    """
+
+    RepositoryModelLoad: grpc.aio.UnaryUnaryMultiCallable[
+        grpc_service_pb2.RepositoryModelLoadRequest,
+        grpc_service_pb2.RepositoryModelLoadResponse,
+    ]
+    """Loads a model, or reloads it when it is loaded already (an operator call: the server must
+    allow explicit model control).
+    """
+
+    RepositoryModelUnload: grpc.aio.UnaryUnaryMultiCallable[
+        grpc_service_pb2.RepositoryModelUnloadRequest,
+        grpc_service_pb2.RepositoryModelUnloadResponse,
+    ]
+    """Unloads a model (an operator call, like RepositoryModelLoad)."""
 
 class GRPCInferenceServiceServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
@@ -150,5 +195,33 @@ class GRPCInferenceServiceServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[grpc_service_pb2.ModelInferResponse, collections.abc.Awaitable[grpc_service_pb2.ModelInferResponse]]:
         """Runs one inference request."""
+
+    @abc.abstractmethod
+    def RepositoryIndex(
+        self,
+        request: grpc_service_pb2.RepositoryIndexRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[grpc_service_pb2.RepositoryIndexResponse, collections.abc.Awaitable[grpc_service_pb2.RepositoryIndexResponse]]:
+        """Model repository extension (Triton's names and numbers). The models in the repository, with
+        their state: loaded or not.
+        """
+
+    @abc.abstractmethod
+    def RepositoryModelLoad(
+        self,
+        request: grpc_service_pb2.RepositoryModelLoadRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[grpc_service_pb2.RepositoryModelLoadResponse, collections.abc.Awaitable[grpc_service_pb2.RepositoryModelLoadResponse]]:
+        """Loads a model, or reloads it when it is loaded already (an operator call: the server must
+        allow explicit model control).
+        """
+
+    @abc.abstractmethod
+    def RepositoryModelUnload(
+        self,
+        request: grpc_service_pb2.RepositoryModelUnloadRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[grpc_service_pb2.RepositoryModelUnloadResponse, collections.abc.Awaitable[grpc_service_pb2.RepositoryModelUnloadResponse]]:
+        """Unloads a model (an operator call, like RepositoryModelLoad)."""
 
 def add_GRPCInferenceServiceServicer_to_server(servicer: GRPCInferenceServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
