@@ -1,6 +1,6 @@
 """`digitserve bench`: measurements, not tests. `bench train` times the training recipes;
-`bench serve` measures the gRPC server against references taken in the same run; `bench drain`
-counts what a SIGTERM under load costs the callers."""
+`bench serve` measures the gRPC and HTTP server against references taken in the same run; `bench drain`
+counts what a SIGTERM under load costs the callers; `bench profile` samples the live server with py-spy."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ TARGETS = {
     "train": ("digitserve.bench.train_bench", "train the tutorial softmax and the default cnn on all of MNIST"),
     "serve": (
         "digitserve.bench.serve_bench",
-        "throughput and latency of the gRPC server against in-process ONNX Runtime and a bare gRPC echo",
+        "throughput and latency of the gRPC (and HTTP) server against in-process ONNX Runtime and bare echoes",
     ),
     "drain": ("digitserve.bench.drain_bench", "answered, UNAVAILABLE and CANCELLED calls for a SIGTERM under load"),
+    "profile": ("digitserve.bench.profile_serve", "py-spy samples of a live server under load: where its CPU goes"),
 }
 
 

@@ -4,7 +4,8 @@
 port comes from the server's own log line ("listening on 127.0.0.1:PORT"), readiness from its
 "serving NAME version V" line (a server of several models logs one per version, once every
 one of them serves), and a server that exits first raises ServerFailed carrying the
-error line the server printed (for example `--device cuda` on a machine without CUDA).
+error line the server printed (for example `--device cuda` on a machine without CUDA). A server
+started with `--http-port` logs "KServe V2 HTTP on http://HOST:PORT" too: `http_port` reads it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from digitserve.errors import DigitserveError
 
 LISTENING = re.compile(r"listening on [^ ]*:(\d+) ")
 SERVING = re.compile(r"serving (\S+) version (\d+) from \S+ on (\S+)")
+HTTP = re.compile(r"KServe V2 HTTP on https?://\S+:(\d+)")  # only with --http-port, before "listening on"
 ERROR_LINE = re.compile(r"^digitserve serve: error: (.*)$", re.MULTILINE)
 
 
@@ -53,12 +55,18 @@ class BenchServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DIGITSERVE_") or k == "DIGITSERVE_DATA"}
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         self.port = 0
+        self.http_port = 0
+        """The KServe V2 HTTP/REST port, for a server started with --http-port (else 0)."""
         self.version = 0
         self.provider = ""
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_target(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -71,6 +79,8 @@ class BenchServer:
             listening, serving = LISTENING.search(text), SERVING.search(text)
             if listening and serving:
                 self.port = int(listening.group(1))
+                http = HTTP.search(text)
+                self.http_port = int(http.group(1)) if http else 0
                 self.version = int(serving.group(2))
                 self.provider = serving.group(3)
                 return self

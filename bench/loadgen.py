@@ -1,4 +1,4 @@
-"""Closed-loop gRPC load, bounded in time and count, from processes of its own.
+"""Closed-loop gRPC and HTTP load, bounded in time and count, from processes of its own.
 
 The benchmark's server and its load must not share a GIL, so the load runs in spawned worker
 processes (`LoadGenerator`). Each worker opens `channels` channels to 127.0.0.1 (each its own
@@ -8,6 +8,9 @@ bytes (no protobuf on the client side), so the load costs the same whatever serv
 the real one or the bare echo. `LoadSpec.models` spreads the requests round robin over several
 models of one server, each with requests serialised once for it (naming it), so addressing a
 model costs nothing per call; one model or several, every call takes the same path.
+`LoadSpec(protocol="http")` runs the HTTP/1.1 load of bench/http_load.py in the same workers,
+with the same clock and the same result: one keep-alive connection per caller, prebuilt
+requests, replies parsed by h11.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ class LoadSpec:
 
     target: str
     method: str
+    """The gRPC method path; for HTTP, the path POSTed to."""
     payloads: tuple[bytes, ...]
-    """Serialised requests, sent in turn (when `models` is empty)."""
+    """Serialised requests, sent in turn (when `models` is empty); for HTTP, the request bodies."""
     images_per_request: int
     concurrency: int
     seconds: float
@@ -43,6 +47,10 @@ class LoadSpec:
     models: tuple[tuple[str, tuple[bytes, ...]], ...] = ()
     """Round robin over models: (name, its serialised requests) each; request n goes to
     models[n % len(models)]. Empty: every request comes from `payloads`, counted under ""."""
+    protocol: str = "grpc"
+    """"grpc", or "http": HTTP/1.1 POSTs of `payloads` to the path `method` (bench/http_load.py)."""
+    headers: tuple[tuple[str, str], ...] = ()
+    """HTTP: the headers of every request besides Host and Content-Length (Content-Type, ...)."""
 
     def groups(self) -> tuple[tuple[str, tuple[bytes, ...]], ...]:
         return self.models or (("", self.payloads),)
@@ -138,11 +146,16 @@ async def _drive(spec: LoadSpec) -> dict[str, Any]:
 
 
 def _worker(spec: LoadSpec) -> dict[str, Any]:
+    if spec.protocol == "http":
+        from digitserve.bench.http_load import drive
+
+        return asyncio.run(drive(spec))
     return asyncio.run(_drive(spec))
 
 
 def _noop() -> int:
     import grpc  # noqa: F401  (imported once here, not inside the first measurement)
+    import h11  # noqa: F401
 
     return 0
 

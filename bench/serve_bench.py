@@ -1,4 +1,4 @@
-"""`digitserve bench serve`: the gRPC server against references measured in the same run.
+"""`digitserve bench serve`: the gRPC and HTTP server against references measured in the same run.
 
 (a) requests of 64 images at concurrency 8, against in-process ONNX Runtime on the same batches
     (the server's own model loader and session settings, called back to back);
@@ -11,12 +11,18 @@
 (e) one model against two in one server: the served version is copied into a temporary
     repository as two models, NAME and NAME-b (the same export twice, so only the number of
     models differs); requests of 64 images at concurrency 8 to a server of NAME alone
-    (`--model NAME`), then the same load split round robin over both, to a server of both.
+    (`--model NAME`), then the same load split round robin over both, to a server of both;
+(h) the KServe V2 HTTP/REST binding (`--http-port`), POST /v2/models/NAME/infer: single-image
+    requests in JSON and in binary (Triton's binary tensor extension) at concurrency 1 and 64,
+    against an echo of the same HTTP stack (bench/http_echo.py) answering the real replies;
+    64-image requests in JSON and binary at concurrency 8, against in-process ONNX Runtime as in
+    (a); with (b) in the same run, binary at concurrency 64 against gRPC's (b) too
+    (bench/http_phase.py).
 
 The server is a real `digitserve serve` process (or several sharing a port with SO_REUSEPORT);
-the load comes from spawned processes (bench/loadgen.py) that talk only to 127.0.0.1 and stop
-after `--seconds` or `--max-requests`, whichever comes first. Prints images/s, p50/p99 latency
-and the ratios, and writes everything as JSON (`--output`).
+the load comes from spawned processes (bench/loadgen.py; HTTP: bench/http_load.py) that talk
+only to 127.0.0.1 and stop after `--seconds` or `--max-requests`, whichever comes first. Prints
+images/s, p50/p99 latency and the ratios, and writes everything as JSON (`--output`).
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ log = logging.getLogger(__name__)
 
 METHODS = {"digits": "/digits.v1.Classifier/Classify", "v2": "/inference.GRPCInferenceService/ModelInfer"}
 TARGETS = {"a": 0.85, "b": 0.9, "c": 1.0}
-PHASES = ("a", "b", "c", "d", "e")  # d (int8 against float) and e (two models against one) have no target: they report
+PHASES = ("a", "b", "c", "d", "e", "h")  # d (int8 / float), e (two models / one), h (HTTP): no targets, they report
 ARTIFACTS = {"float": "onnx", "int8": "onnx-int8"}  # phase d's result keys -> --artifact
 
 
@@ -51,7 +57,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="architecture of the fresh model when --repo is not given (default: %(default)s)",
     )
     parser.add_argument("--data", help="MNIST folder or mnist.npz (default: DIGITSERVE_DATA, then the Keras cache)")
-    parser.add_argument("--phases", default="a,b,c", help="which measurements: a, b, c, d, e (default: %(default)s)")
+    parser.add_argument("--phases", default="a,b,c", help="which measurements: a, b, c, d, e, h (default: %(default)s)")
     parser.add_argument("--seconds", type=positive_float, default=10.0, help="measured seconds per phase (default: 10)")
     parser.add_argument("--warmup", type=positive_float, default=1.0, help="unmeasured seconds first (default: 1)")
     parser.add_argument("--max-requests", type=positive_int, default=200_000, help="cap per phase and load process")
@@ -64,7 +70,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--server-processes", type=positive_int, default=1, help="servers sharing one port (SO_REUSEPORT) (default: 1)"
     )
     parser.add_argument("--load-processes", type=positive_int, default=1, help="load generator processes (default: 1)")
-    parser.add_argument("--channels", type=positive_int, default=8, help="connections per load process (default: 8)")
+    parser.add_argument(
+        "--channels", type=positive_int, default=8,
+        help="gRPC connections per load process (default: 8; HTTP loads open one per caller)",
+    )
     parser.add_argument(
         "--server-arg", action="append", default=[], metavar="FLAG",
         help="extra `digitserve serve` flag for every server, e.g. --server-arg=--max-queue-delay-us=200",
@@ -110,6 +119,22 @@ def ratio(numerator: dict[str, Any] | None, denominator: dict[str, Any] | None, 
     return round(numerator[key] / denominator[key], 3)
 
 
+def http_ratios(results: dict[str, Any], grpc: bool) -> dict[str, Any]:
+    """Phase h's ratios: single-image calls/s against the echo, 64-image images/s against in-process
+    ORT, and (`grpc`: phase b ran) binary single-image calls at concurrency 64 against gRPC's."""
+    ratios = {
+        f"h_{kind}_c{c}_vs_echo": ratio(results.get(f"h_server_{kind}_c{c}"), results.get(f"h_echo_{kind}_c{c}"),
+                                        "requests_per_s")
+        for c in (64, 1) for kind in ("json", "binary")
+    }
+    for kind in ("binary", "json"):
+        ratios[f"h_{kind}_64_vs_in_process"] = ratio(results.get(f"h_server_{kind}_64"), results.get("h_in_process"))
+    if grpc:
+        ratios["h_binary_c64_vs_grpc_c64"] = ratio(
+            results.get("h_server_binary_c64"), results.get("b_server_c64"), "requests_per_s")
+    return ratios
+
+
 def run(args: argparse.Namespace) -> int:
     from digitserve.bench.serve_phases import Phases
     from digitserve.mnist import load_mnist
@@ -147,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
             "d_int8_vs_float_served": ratio(results.get("d_server_int8"), results.get("d_server_float")),
             "d_int8_vs_float_in_process": ratio(results.get("d_in_process_int8"), results.get("d_in_process_float")),
             "e_two_models_vs_one": ratio(results.get("e_two_models"), results.get("e_one_model")),
+            **http_ratios(results, "b" in phases),
         }
         results["ratios"] = {key: value for key, value in ratios.items() if key[0] in phases}  # the phases run
         results["targets"] = {
@@ -175,6 +201,17 @@ ROWS = (
     ("d_server_int8", "(d) server --artifact onnx-int8, 64/call"),
     ("e_one_model", "(e) one model served, 64/call, conc 8"),
     ("e_two_models", "(e) two models, load split over both"),
+    ("h_in_process", "(h) in-process ORT, 64 images/call"),
+    ("h_server_json_64", "(h) HTTP JSON, 64 images/call, conc 8"),
+    ("h_server_binary_64", "(h) HTTP binary, 64 images/call, conc 8"),
+    ("h_echo_json_c1", "(h) HTTP echo, JSON, conc 1"),
+    ("h_server_json_c1", "(h) HTTP JSON, 1 image/call, conc 1"),
+    ("h_echo_json_c64", "(h) HTTP echo, JSON, conc 64"),
+    ("h_server_json_c64", "(h) HTTP JSON, 1 image/call, conc 64"),
+    ("h_echo_binary_c1", "(h) HTTP echo, binary, conc 1"),
+    ("h_server_binary_c1", "(h) HTTP binary, 1 image/call, conc 1"),
+    ("h_echo_binary_c64", "(h) HTTP echo, binary, conc 64"),
+    ("h_server_binary_c64", "(h) HTTP binary, 1 image/call, conc 64"),
 )
 
 

@@ -96,7 +96,7 @@ def scrape(port: int) -> dict[str, float]:
 
 
 class Phases:
-    """Servers, echo and load for phases a to e (see serve_bench's module doc)."""
+    """Servers, echoes and load for phases a to e and h (see serve_bench's module doc)."""
 
     def __init__(self, args: argparse.Namespace, repo: Path, folder: Path):
         self.args = args
@@ -114,9 +114,10 @@ class Phases:
             self.load.close()
 
     @contextlib.contextmanager
-    def servers(self, extra: list[str], repo: Path | None = None) -> Iterator[list[BenchServer]]:
+    def servers(self, extra: list[str], repo: Path | None = None, http: bool = False) -> Iterator[list[BenchServer]]:
         """`--server-processes` servers on one port (SO_REUSEPORT when more than one), serving
-        --name of the bench's repository; or `repo` without --name (`extra` may give --model)."""
+        --name of the bench's repository; or `repo` without --name (`extra` may give --model);
+        `http`: the KServe V2 HTTP/REST binding too, on one port of its own (shared the same way)."""
         count = self.args.server_processes
         cores = len(os.sched_getaffinity(0))
         flags = ["--device", "cpu", "--metrics-port", "0", "--intra-op-threads", str(max(1, cores // count))]
@@ -125,6 +126,8 @@ class Phases:
         if count > 1:
             flags.append("--reuse-port")
             port = reusable_port()
+        if http:
+            flags += ["--http-port", str(reusable_port() if count > 1 else 0)]
         started: list[BenchServer] = []
         try:
             for _ in range(count):
@@ -152,20 +155,43 @@ class Phases:
             process.terminate()
             process.wait(15)
 
+    @contextlib.contextmanager
+    def http_echo(self, json_reply: bytes, binary_reply: bytes, binary_header_length: int) -> Iterator[tuple[str, int]]:
+        """bench/http_echo.py answering with these replies (recorded from the real server)."""
+        json_file, binary_file = self.folder / "http-reply.json", self.folder / "http-reply.bin"
+        json_file.write_bytes(json_reply)
+        binary_file.write_bytes(binary_reply)
+        command = [sys.executable, "-m", "digitserve.bench.http_echo", "--json-reply", str(json_file),
+                   "--binary-reply", str(binary_file), "--binary-header-length", str(binary_header_length)]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        try:
+            line = process.stdout.readline() if process.stdout else ""
+            match = re.search(r"listening on http://(127\.0\.0\.1:\d+)", line)
+            if not match:
+                raise ServerFailed(f"the HTTP echo did not start (it printed {line!r})")
+            yield match.group(1), process.pid
+        finally:
+            process.terminate()
+            process.wait(15)
+
     def phase(self, target: str, payloads: tuple[bytes, ...], images: int, concurrency: int,
               servers: list[BenchServer] | None = None, pids: list[int] | None = None,
-              models: tuple[tuple[str, tuple[bytes, ...]], ...] = ()) -> dict[str, Any]:
+              models: tuple[tuple[str, tuple[bytes, ...]], ...] = (),
+              http: tuple[str, tuple[tuple[str, str], ...]] | None = None) -> dict[str, Any]:
         """Load `target` (served by `servers`, or by the processes `pids`) and summarise;
-        `models`: spread the calls round robin over these models (LoadSpec.models)."""
+        `models`: spread the calls round robin over these models (LoadSpec.models); `http`: an
+        HTTP load instead of gRPC, (the path POSTed to, the headers of every request)."""
         assert self.load is not None
         ports = [int(m.group(1)) for s in servers or [] if (m := METRICS_LINE.search(s.log()))]
         pids = pids or [s.process.pid for s in servers or []]
         before = [scrape(p) for p in ports]
         cpu_before, busy_before, wall_before = sum(process_cpu(p) for p in pids), machine_busy(), time.monotonic()
+        path, headers = http or (METHODS[self.args.api], ())
         spec = LoadSpec(
-            target=target, method=METHODS[self.args.api], payloads=payloads, images_per_request=images,
+            target=target, method=path, payloads=payloads, images_per_request=images,
             concurrency=concurrency, seconds=self.args.seconds, warmup_seconds=self.args.warmup,
             max_requests=self.args.max_requests, channels=self.args.channels, models=models,
+            protocol="http" if http else "grpc", headers=headers,
         )
         result = self.load.run(spec)
         wall = time.monotonic() - wall_before
@@ -190,7 +216,7 @@ class Phases:
                 summary["mean_batch_size"] = round(delta["nv_inference_count"] / delta["nv_inference_exec_count"], 2)
             window = self.args.warmup + self.args.seconds
             summary["model_busy_share"] = round(delta["nv_inference_compute_infer_duration_us"] / 1e6 / window, 3)
-        log.info("%s c=%d x%d: %s", target, concurrency, images, summary)
+        log.info("%s%s c=%d x%d: %s", "http " if http else "", target, concurrency, images, summary)
         return summary
 
     def check_predictions(self, target: str, batch: np.ndarray, artifact: str = "onnx",
@@ -282,4 +308,8 @@ class Phases:
                     for name in names
                 }
                 out["e_two_models"] = self.phase(servers[0].target, routes[0][1], 64, 8, servers, models=routes)
+        if "h" in phases:
+            from digitserve.bench.http_phase import measure_http
+
+            out.update(measure_http(self, batches, singles))
         return out

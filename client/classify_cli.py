@@ -3,10 +3,12 @@
     digitserve classify [--target HOST:PORT] [--api digits|v2] [--encoding float32|uint8] IMAGE ...
     digitserve classify --mnist-test N [--data PATH] [--batch-size B]
     digitserve classify --model NAME [--model-version N] ...   # a model and version of the repository
+    digitserve classify --server-side IMAGE ...                # send the files; the server prepares them
 
 Image files are prepared as MNIST was (digitserve.preprocess: grayscale, inverted when dark on
-light, cropped to the ink, fitted in 20x20, centred by centre of mass in 28x28). Imports nothing
-heavy at module level: grpc, numpy and Pillow load inside `run`.
+light, cropped to the ink, fitted in 20x20, centred by centre of mass in 28x28), here or, with
+--server-side, by the server in exactly the same way (then no Pillow is needed here). Imports
+nothing heavy at module level: grpc, numpy and Pillow load inside `run`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from digitserve.cli import positive_float, positive_int
 from digitserve.client.options import add_target_option, add_tls_options, tls_of
-from digitserve.errors import UsageError
+from digitserve.errors import ImageError, UsageError
 from digitserve.wire.names import APIS, DIGITS_SERVICE, ENCODINGS
 from digitserve.wire.tls import TLS
 
@@ -65,6 +67,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="classify the first N MNIST test images; print accuracy, latency and images/s",
     )
     parser.add_argument("--data", help="MNIST folder or mnist.npz (default: DIGITSERVE_DATA, then the Keras cache)")
+    parser.add_argument(
+        "--server-side", action="store_true",
+        help="send the image files as they are and let the server decode and prepare them "
+        "(the same steps; needs no Pillow here)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as one JSON document")
     parser.add_argument(
         "--no-retries", dest="retries", action="store_false",
@@ -85,16 +92,52 @@ def _client(args: argparse.Namespace, tls: TLS | None) -> Any:
                   wait_for_ready=args.wait_for_ready)
 
 
+SERVER_SIDE_REQUEST_BYTES = 2 * 1024 * 1024
+"""--server-side: most file bytes in one request (several files), under the server's default
+gRPC message limit (--max-request-images x 3,136 bytes + --max-image-bytes + 64 KiB)."""
+
+
+def read_files(paths: list[Path]) -> list[bytes]:
+    """Every file's bytes, or ImageError naming the first that cannot be read (before any call)."""
+    files = []
+    for path in paths:
+        try:
+            files.append(path.read_bytes())
+        except FileNotFoundError:
+            raise ImageError(f"{path}: no such file") from None
+        except OSError as exc:
+            raise ImageError(f"{path}: cannot read it ({exc.strerror or exc}); give an image file") from None
+    return files
+
+
+def file_batches(files: list[bytes], count: int, size: int = SERVER_SIDE_REQUEST_BYTES) -> list[list[bytes]]:
+    """Consecutive groups of at most `count` files and `size` bytes (a larger file goes alone)."""
+    batches: list[list[bytes]] = []
+    held = 0
+    for file in files:
+        if not batches or len(batches[-1]) == count or held + len(file) > size:
+            batches.append([])
+            held = 0
+        batches[-1].append(file)
+        held += len(file)
+    return batches
+
+
 def classify_files(args: argparse.Namespace, tls: TLS | None) -> int:
     import numpy as np
 
-    from digitserve.preprocess import load_pixels
-
-    # Prepare every file first: an unreadable one stops the run before the server is asked.
-    pixels = np.stack([load_pixels(path) for path in args.images])
     batch = args.batch_size or 64
-    with _client(args, tls) as client:
-        results = [client.classify(pixels[i : i + batch]) for i in range(0, len(pixels), batch)]
+    if args.server_side:
+        files = read_files(args.images)  # an unreadable file stops the run before the server is asked
+        with _client(args, tls) as client:
+            results = [client.classify_images(group) for group in file_batches(files, batch)]
+    else:
+        from digitserve.preprocess import load_pixels
+
+        # Prepare every file first: an unreadable one stops the run before the server is asked.
+        pixels = np.stack([load_pixels(path) for path in args.images])
+        with _client(args, tls) as client:
+            results = [client.classify(pixels[i : i + batch]) for i in range(0, len(pixels), batch)]
     labels = np.concatenate([r.labels for r in results])
     probabilities = np.concatenate([r.probabilities for r in results])
     model = f"{results[0].model_name} version {results[0].model_version}"
@@ -165,5 +208,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give image files or --mnist-test N, not both")
     if not args.mnist_test and not args.images:
         raise UsageError("give one or more image files, or --mnist-test N")
+    if args.server_side and args.mnist_test:
+        raise UsageError("--server-side sends image files; --mnist-test sends MNIST's pixels: give one")
     tls = tls_of(args)  # misused TLS flags are a usage error before any file is read
     return mnist_test(args, tls) if args.mnist_test else classify_files(args, tls)

@@ -4,6 +4,7 @@
 
     with Client("127.0.0.1:50051") as client:              # api="digits" | "v2"
         result = client.classify(pixels)                   # [N, 784] floats 0..1, or uint8 0..255
+        client.classify_images([Path("7.png").read_bytes()])  # files the server decodes (no Pillow here)
         result.labels, result.probabilities, result.model_version
         client.classify(pixels, model="digits", version=2)  # a model and version of the repository
 
@@ -24,6 +25,7 @@ Needs grpc and numpy only (no ONNX Runtime, no TensorFlow). Every failed call ra
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,13 +46,16 @@ from digitserve.client.errors import (
 from digitserve.client.messages import (
     Classification,
     check_version,
+    digits_images_request,
     digits_request,
     digits_result,
+    image_files,
     load_request,
     repository_index_request,
     repository_index_result,
     to_batch,
     unload_request,
+    v2_images_request,
     v2_request,
     v2_result,
 )
@@ -141,16 +146,29 @@ class _Config:
     def deadline(self, timeout: Any) -> float | None:
         return self.timeout if isinstance(timeout, _Default) else timeout
 
+    def route(self, model: str | None, version: int | None) -> tuple[str, int]:
+        """The model and version a call asks for ("" / 0: the server's default); a call's own win."""
+        model = _check_model(model)
+        version = check_version(version)
+        model = model if model is not None else self.model
+        version = version if version is not None else self.model_version
+        return model or "", version or 0
+
     def request(self, pixels: Any, model: str | None = None, version: int | None = None) -> Any:
         """The API's request for the pixels; a call's model/version win over the client's own."""
-        model = _check_model(model)
-        model = model if model is not None else self.model
-        version = check_version(version)
-        version = version if version is not None else self.model_version
+        model, version = self.route(model, version)
         batch = to_batch(pixels)
         if self.api == "digits":
-            return digits_request(batch, self.encoding, self.packed_output, model or "", version or 0)
-        return v2_request(batch, self.encoding, self.v2_raw, model or "", str(version or ""))
+            return digits_request(batch, self.encoding, self.packed_output, model, version)
+        return v2_request(batch, self.encoding, self.v2_raw, model, str(version or ""))
+
+    def images_request(self, files: Any, model: str | None = None, version: int | None = None) -> Any:
+        """The API's request for encoded image files (digits.v1 `images`, V2 `image` BYTES)."""
+        found = image_files(files)
+        model, version = self.route(model, version)
+        if self.api == "digits":
+            return digits_images_request(found, self.packed_output, model, version)
+        return v2_images_request(found, self.v2_raw, model, str(version or ""))
 
     def result(self, response: Any) -> Classification:
         return digits_result(response) if self.api == "digits" else v2_result(response)
@@ -222,6 +240,22 @@ class Client:
         (None: the client's model / model_version; unknown ones raise NotFound).
         """
         request = self._config.request(pixels, model, version)
+        with translate_errors(self.target):
+            response = self._stubs.classify(request, timeout=self._config.deadline(timeout))
+        return self._config.result(response)
+
+    def classify_images(
+        self, files: Sequence[bytes], *, model: str | None = None, version: int | None = None,
+        timeout: float | None = DEFAULT,
+    ) -> Classification:
+        """Labels and probabilities for encoded image files (PNG, JPEG, BMP, GIF, WebP; one digit
+        each), which the server decodes and prepares as `digitserve classify` prepares files.
+
+        The bytes are sent as they are: no Pillow is needed here. A file the server cannot read,
+        or one above its limits, raises InvalidArgument naming the file's index. model / version
+        as in classify.
+        """
+        request = self._config.images_request(files, model, version)
         with translate_errors(self.target):
             response = self._stubs.classify(request, timeout=self._config.deadline(timeout))
         return self._config.result(response)
@@ -314,6 +348,17 @@ class AsyncClient:
         """Labels [N] and probabilities [N, 10] for the images; raises a ClientError subclass.
         model / version as in Client.classify."""
         request = self._config.request(pixels, model, version)
+        stubs = self._open()
+        with translate_errors(self.target):
+            response = await stubs.classify(request, timeout=self._config.deadline(timeout))
+        return self._config.result(response)
+
+    async def aclassify_images(
+        self, files: Sequence[bytes], *, model: str | None = None, version: int | None = None,
+        timeout: float | None = DEFAULT,
+    ) -> Classification:
+        """As Client.classify_images."""
+        request = self._config.images_request(files, model, version)
         stubs = self._open()
         with translate_errors(self.target):
             response = await stubs.classify(request, timeout=self._config.deadline(timeout))

@@ -13,6 +13,11 @@ and sent as they are for "uint8"; float pixels sent as "uint8" are rounded to 0.
 shape are the server's to check (its messages say what to fix); the client only refuses what
 it cannot encode.
 
+Image files (`classify_images`): encoded files (PNG, JPEG, BMP, GIF, WebP) sent as they are, for
+the server to decode and prepare as `digitserve classify` prepares files locally: digits.v1
+`images.files`, V2 input `image` BYTES [N] (one file per element; raw_input_contents in Triton's
+layout of 4-byte little-endian lengths, or typed `bytes_contents`). No Pillow is needed.
+
 Routing: digits.v1 names the model in ClassifyRequest.model / .version (empty / 0: the server's
 default model, its newest version); V2 in ModelInferRequest.model_name / .model_version (a
 decimal string, empty for the newest). The model repository calls (index, load, unload) are
@@ -29,7 +34,8 @@ import numpy as np
 
 from digitserve.client.errors import ClientError, local_invalid
 from digitserve.contract import IMAGE_SIDE, IMAGE_SIZE, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
-from digitserve.wire.codec import packed_float_field, packed_floats
+from digitserve.wire.codec import pack_bytes_elements, packed_float_field, packed_floats
+from digitserve.wire.names import IMAGE_INPUT
 from digitserve.wire.proto import digits_pb2
 from digitserve.wire.proto import grpc_service_pb2 as v2
 
@@ -111,6 +117,45 @@ def digits_request(
     return request
 
 
+def image_files(files: Any) -> list[bytes]:
+    """The encoded files as a list of bytes; refuses what is not a sequence of bytes-like objects."""
+    if isinstance(files, (bytes, bytearray, memoryview, str)) or not hasattr(files, "__iter__"):
+        raise local_invalid(
+            f"classify_images takes a sequence of image files' bytes (e.g. [Path('7.png').read_bytes()]); "
+            f"got {type(files).__name__}"
+        )
+    found = list(files)
+    for index, file in enumerate(found):
+        if not isinstance(file, (bytes, bytearray, memoryview)):
+            raise local_invalid(
+                f"image {index} is a {type(file).__name__}, not the bytes of an image file "
+                "(read it with Path.read_bytes())"
+            )
+    return [bytes(file) for file in found]
+
+
+def digits_images_request(
+    files: list[bytes], packed_output: bool, model: str = "", version: int = 0
+) -> digits_pb2.ClassifyRequest:
+    """A digits.v1 ClassifyRequest carrying encoded image files (`images`)."""
+    output = digits_pb2.OUTPUT_FORMAT_PACKED if packed_output else digits_pb2.OUTPUT_FORMAT_PREDICTIONS
+    return digits_pb2.ClassifyRequest(
+        images=digits_pb2.EncodedImages(files=files), output_format=output, model=model, version=version
+    )
+
+
+def v2_images_request(files: list[bytes], raw: bool, model_name: str, model_version: str) -> v2.ModelInferRequest:
+    """A KServe V2 ModelInferRequest: input `image` BYTES [N], one encoded file per element."""
+    request = v2.ModelInferRequest(model_name=model_name, model_version=model_version)
+    request.outputs.add(name=OUTPUT_NAME)
+    tensor = request.inputs.add(name=IMAGE_INPUT, datatype="BYTES", shape=[len(files)])
+    if raw:
+        request.raw_input_contents.append(pack_bytes_elements(files))
+    else:
+        tensor.contents.bytes_contents.extend(files)
+    return request
+
+
 def digits_result(response: digits_pb2.ClassifyResponse) -> Classification:
     if response.packed_probabilities or response.packed_labels:
         probabilities = np.frombuffer(response.packed_probabilities, dtype="<f4").reshape(-1, NUM_CLASSES)
@@ -154,7 +199,8 @@ def v2_result(response: v2.ModelInferResponse) -> Classification:
         probabilities = found if found is not None else np.array(output.contents.fp32_contents, dtype=np.float32)
     probabilities = probabilities.reshape(-1, NUM_CLASSES)
     labels = np.argmax(probabilities, axis=1).astype(np.int64)
-    version = int(response.model_version) if response.model_version.isdigit() else -1
+    text = response.model_version
+    version = int(text) if text.isascii() and text.isdigit() else -1
     return Classification(labels, probabilities, response.model_name, version)
 
 

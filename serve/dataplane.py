@@ -1,7 +1,8 @@
 """The serving core both APIs share: readiness, routing, and one inference path.
 
 A servicer hands `infer` the model and version its request names and a function that decodes
-and validates the request into float32 [N, 784] pixels; the data plane checks readiness, routes
+and validates the request into float32 [N, 784] pixels (or into an awaitable of them, for image
+files: serve/images.py decodes those in its own threads); the data plane checks readiness, routes
 to a served version (serve/registry.py) and pins it, applies the per-request image limit, queues
 the pixels on that version's batcher and records the outcome in the metrics. Routing happens on
 the event loop in one step, so every call sees a version either before or after a reload, and
@@ -19,7 +20,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,8 @@ class DataPlane:
         self.state = State.LOADING
         self.draining = asyncio.Event()
         """Set when the drain proper begins (after the lame-duck delay); streams watch it to end."""
+        self.images: Any = None
+        """The image-file decoder (serve/images.py ImageDecoder) the servicers hand files to; the server sets it."""
         self.calls_in_flight = 0
         self.last_arrival = self.last_activity = time.monotonic()
         """time.monotonic() of the newest inference call's arrival, and of its arrival or end."""
@@ -96,13 +99,19 @@ class DataPlane:
         return self.registry.resolve(name, version)
 
     async def infer(
-        self, name: str, version: int | None, decode: Callable[[], np.ndarray], deadline: float | None
+        self,
+        name: str,
+        version: int | None,
+        decode: Callable[[], np.ndarray | Awaitable[np.ndarray]],
+        deadline: float | None,
     ) -> tuple[np.ndarray, Any]:
         """Probabilities [N, 10] for the pixels `decode()` returns, and the model that computed them.
 
         `name` ("" = the default model) and `version` (None = its newest) choose the served
         version; the call pins it, so a reload that withdraws it meanwhile waits for this call.
-        `decode` raises InvalidInput for a bad request. `deadline` is a time.monotonic() instant.
+        `decode` raises InvalidInput for a bad request; it may return an awaitable of the pixels
+        instead (image files, decoded off the loop: serve/images.py), awaited as part of the call.
+        `deadline` is a time.monotonic() instant.
         """
         started = self.last_arrival = self.last_activity = time.monotonic()
         model = served = None
@@ -112,12 +121,10 @@ class DataPlane:
             served = self.route(name, version)
             served.pin()
             model = served.model
-            pixels = decode()
-            if len(pixels) > self.max_request_images:
-                raise TooManyImages(
-                    f"{len(pixels)} images in one request; the limit is {self.max_request_images} "
-                    "(--max-request-images): split the batch"
-                )
+            decoded = decode()
+            # image files come as an awaitable: decoded in a thread pool while the call counts in flight
+            pixels = decoded if isinstance(decoded, np.ndarray) else await decoded
+            check_request_images(len(pixels), self.max_request_images)
             probabilities = await served.batcher.submit(pixels, model, deadline)
         except asyncio.CancelledError:
             # gRPC cancels the handler when the deadline passes: count that as the deadline.
@@ -135,6 +142,14 @@ class DataPlane:
             self.metrics.in_flight.dec()
         self.metrics.call_succeeded(model, time.monotonic() - started)
         return probabilities, model
+
+
+def check_request_images(count: int, limit: int) -> None:
+    """TooManyImages when one request carries more than --max-request-images images (or files)."""
+    if count > limit:
+        raise TooManyImages(
+            f"{count} images in one request; the limit is {limit} (--max-request-images): split the batch"
+        )
 
 
 def deadline_of(context: Any) -> float | None:

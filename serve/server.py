@@ -47,6 +47,7 @@ from digitserve.serve.control import ModelControl, start_plan
 from digitserve.serve.dataplane import DataPlane, State
 from digitserve.serve.errors import GraceExpired
 from digitserve.serve.health import NOT_SERVING, SERVING, HealthService
+from digitserve.serve.images import ImageDecoder
 from digitserve.serve.metrics import Metrics
 from digitserve.serve.model import load_model
 from digitserve.serve.registry import Registry
@@ -75,6 +76,7 @@ class DigitServer:
         self.registry = Registry(self._new_batcher, default_name=settings.name)
         self.metrics.track_queue(lambda: self.registry.queued_images)
         self.plane = DataPlane(self.registry, self.metrics, settings.max_request_images)
+        self.plane.images = ImageDecoder(settings)  # its threads start with the first image request
         self.health = HealthService()
         self.control = ModelControl(
             settings, self.registry, self.metrics, self._load_version, changed=self._model_health
@@ -290,6 +292,7 @@ class DigitServer:
         if self._server is not None:
             await self._server.stop(None)
         await self.registry.close()
+        self.plane.images.close()
         self.metrics.close()
         log.info("stopped")
 

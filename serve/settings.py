@@ -13,20 +13,22 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from digitserve.contract import IMAGE_SIZE, NUM_CLASSES
-from digitserve.repository import DEFAULT_REPO
+from digitserve.repository import DEFAULT_NAME, DEFAULT_REPO
 from digitserve.serve.policy import check_policy_text
 from digitserve.settings import Noun, Port, Settings, setting
 from digitserve.wire.names import DEFAULT_HOST, DEFAULT_METRICS_PORT, DEFAULT_PORT
 
 MESSAGE_OVERHEAD_BYTES = 64 * 1024  # field tags, ids, names: generous, it only bounds abuse
-REPOSITORY, NETWORK, DEVICE, BATCHING, LIFECYCLE = (
-    "model repository", "network", "device and ONNX Runtime", "batching", "lifecycle"
+REPOSITORY, NETWORK, DEVICE, BATCHING, IMAGES, LIFECYCLE = (
+    "model repository", "network", "device and ONNX Runtime", "batching", "images", "lifecycle"
 )
 
 AtLeastOne = Annotated[int, Field(ge=1)]
 ZeroOrMore = Annotated[int, Field(ge=0)]
 Seconds = Annotated[float, Field(ge=0)]  # NaN fails too
 PolicyText = Annotated[str, AfterValidator(check_policy_text), Noun("a version policy")]
+ImageBytes = Annotated[int, Field(ge=1, le=64 * 1024 * 1024)]
+ImagePixels = Annotated[int, Field(ge=1, le=50_000_000)]  # below Pillow's own bomb check (89,478,485)
 Workers = Annotated[int, BeforeValidator(lambda v: 0 if str(v).strip().lower() == "auto" else v), Field(ge=0)]
 
 
@@ -62,6 +64,11 @@ class ServeSettings(Settings):
     http_port: Port | None = setting(
         None, "KServe V2 HTTP/REST port on --host (docs/http.md); 0 picks a free one (logged); off by default",
         group=NETWORK, off_flag="--no-http", off_help="do not serve HTTP/REST (overrides DIGITSERVE_HTTP_PORT)",
+    )
+    web: bool = setting(
+        False, "serve the drawing page on the HTTP port beside /v2, with the server's answer beside the "
+        "browser's (docs/web.md); needs --http-port and the TF.js npm files (npm ci), found as `digitserve web` "
+        "finds them", group=NETWORK,
     )
     metrics_port: Port | None = setting(
         DEFAULT_METRICS_PORT, "Prometheus /metrics port; 0 picks a free one", group=NETWORK,
@@ -120,6 +127,17 @@ class ServeSettings(Settings):
         "auto or 0: cores / (instances x intra-op threads)", group=BATCHING,
     )
 
+    max_image_bytes: ImageBytes = setting(
+        1024 * 1024, "largest image file accepted as input (PNG, JPEG, ...), in bytes per file", group=IMAGES
+    )
+    max_image_pixels: ImagePixels = setting(
+        4_000_000, "largest image accepted as input: width x height, read from the file's header before "
+        "decoding", group=IMAGES,
+    )
+    image_threads: AtLeastOne = setting(
+        2, "threads that decode image files (the event loop never decodes)", group=IMAGES
+    )
+
     drain_delay_seconds: Seconds = setting(
         0.0, "on SIGTERM/SIGINT, seconds of lame duck first: health NOT_SERVING, every call still answered",
         group=LIFECYCLE,
@@ -154,15 +172,23 @@ class ServeSettings(Settings):
             )
         if self.tls_client_ca is not None and self.tls_cert is None:
             problems.append("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+        if self.web and self.http_port is None:
+            problems.append("--web serves the drawing page on the HTTP/REST port: give --http-port too (0 picks one)")
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
     @property
+    def page_model(self) -> str:
+        """The model whose TF.js export the page of --web loads: --name, else the first --model, else digits."""
+        return self.name or next(iter(self.model), DEFAULT_NAME)
+
+    @property
     def max_message_bytes(self) -> int:
-        """gRPC max message size: the largest request of max_request_images float32 images."""
+        """gRPC max message size: the largest request of max_request_images float32 images, plus
+        one image file of max_image_bytes (so that a file of the largest size always fits)."""
         biggest = max(self.max_request_images * IMAGE_SIZE * 4, self.max_request_images * NUM_CLASSES * 16)
-        return biggest + MESSAGE_OVERHEAD_BYTES
+        return biggest + self.max_image_bytes + MESSAGE_OVERHEAD_BYTES
 
     @property
     def session_threads(self) -> int:

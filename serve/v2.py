@@ -1,10 +1,11 @@
 """The KServe V2 rules that the gRPC and HTTP/REST bindings share, so that both say the same thing.
 
 Each binding reads its own encoding (protobuf fields; JSON text and Triton's binary tensors) and
-hands what it read to these checks: the one input and output, the datatype, the shape, the count
-of values, the size of binary data, the UINT8 range and the float pixel contract, the version
-string, whether a model is ready, the server metadata's extensions, and the guard of explicit
-model control. A message written here reaches the client unchanged over either protocol.
+hands what it read to these checks: the one input (`pixels`, or `image`: BYTES, one encoded
+image file per element) and output, the datatype, the shape, the count of values, the size of
+binary data, the UINT8 range and the float pixel contract, the version string, whether a model
+is ready, the server metadata's extensions, and the guard of explicit model control. A message
+written here reaches the client unchanged over either protocol.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import numpy as np
 from digitserve.contract import IMAGE_SIZE, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME, validate_pixels
 from digitserve.errors import InvalidInput
 from digitserve.serve.errors import ControlDisabled, NotReady
+from digitserve.wire.codec import unpack_bytes_elements
+from digitserve.wire.names import IMAGE_INPUT
 
 SERVER_NAME = "digitserve"
 ITEM_BYTES = {"FP32": 4, "UINT8": 1}
@@ -25,6 +28,10 @@ ITEM_BYTES = {"FP32": 4, "UINT8": 1}
 INPUT_SHAPE = [-1, IMAGE_SIZE]
 OUTPUT_SHAPE = [-1, NUM_CLASSES]
 OUTPUT_DATATYPE = "FP32"
+IMAGE_DATATYPE = "BYTES"
+IMAGE_SHAPE = [-1]
+"""Input `image`, the alternative to `pixels`: [N] (also [N, 1]) encoded image files."""
+INPUTS = f"{INPUT_NAME!r} (FP32 [N, {IMAGE_SIZE}]) or {IMAGE_INPUT!r} (BYTES [N], one encoded image file each)"
 ARTIFACT_TRAILER = "digitserve-artifact"
 """The gRPC trailer (and HTTP header) of ModelMetadata naming the artifact served: V2 has no field for it."""
 
@@ -33,20 +40,55 @@ def version_number(text: str, field: str = "model_version") -> int | None:
     """A V2 version string as an integer; "" (the newest served) is None."""
     if not text:
         return None
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # str.isdigit takes '²', which int() refuses
         raise InvalidInput(f"{field} {text!r} is not a version number: send digits such as \"3\", or leave it empty")
     return int(text)
 
 
-def check_names(inputs: Sequence[str], outputs: Sequence[str]) -> None:
-    """Exactly the input `pixels`; outputs, if named, only `probabilities`."""
-    if list(inputs) != [INPUT_NAME]:
+def check_names(inputs: Sequence[str], outputs: Sequence[str]) -> str:
+    """The one input's name, `pixels` or `image`; outputs, if named, only `probabilities`."""
+    if sorted(inputs) == sorted([INPUT_NAME, IMAGE_INPUT]):
         raise InvalidInput(
-            f"expected exactly one input {INPUT_NAME!r} (FP32 [N, {IMAGE_SIZE}]); got {list(inputs) or 'none'}"
+            f"send either input {INPUT_NAME!r} or input {IMAGE_INPUT!r}, not both: a request carries one kind of input"
         )
+    if len(inputs) != 1 or inputs[0] not in (INPUT_NAME, IMAGE_INPUT):
+        raise InvalidInput(f"expected exactly one input {INPUTS}; got {list(inputs) or 'none'}")
     for name in outputs:
         if name != OUTPUT_NAME:
             raise InvalidInput(f"unknown output {name!r}; the model's output is {OUTPUT_NAME!r}")
+    return inputs[0]
+
+
+def check_image_tensor(datatype: str, shape: Sequence[int]) -> int:
+    """The number of files that input `image` of this datatype and shape carries, once both are right."""
+    if datatype != IMAGE_DATATYPE:
+        raise InvalidInput(
+            f"input {IMAGE_INPUT!r} has datatype {datatype or 'unset'!r}; it carries encoded image files: send "
+            f"{IMAGE_DATATYPE}, one file per element (or send pixels as input {INPUT_NAME!r})"
+        )
+    shape = list(shape)
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 0:
+        raise InvalidInput(f"input {IMAGE_INPUT!r} must have shape [N] (or [N, 1]): N image files; got {shape}")
+    return shape[0]
+
+
+def image_elements(what: str, raw: bytes, shape: Sequence[int]) -> list[bytes]:
+    """The files of `image` binary data (`what` names it) in Triton's BYTES layout, as many as `shape` says."""
+    try:
+        files = unpack_bytes_elements(raw)
+    except ValueError as exc:
+        raise InvalidInput(
+            f"{what} is not in the BYTES layout (each element a 4-byte little-endian length, then its bytes): {exc}"
+        ) from None
+    check_image_count(shape, len(files))
+    return files
+
+
+def check_image_count(shape: Sequence[int], carried: int) -> None:
+    if carried != shape[0]:
+        raise InvalidInput(
+            f"input {IMAGE_INPUT!r} has shape {list(shape)} ({shape[0]} files) but carries {carried}"
+        )
 
 
 def check_tensor(datatype: str, shape: Sequence[int]) -> int:

@@ -1,63 +1,37 @@
-"""Map a request path onto a file inside one allowed folder, or onto nothing.
+"""Which files the page's server may publish, beyond what Starlette's StaticFiles checks.
 
-Everything a client can name is checked here, once: the raw path is split before it is
-decoded (so an encoded slash cannot make a new segment), no segment may be empty, `.`, `..`
-or hidden, and the file's real path (symlinks followed) must still lie inside the folder.
-Anything else is "not found", never an error that tells an attacker what exists.
+StaticFiles (web/app.py) keeps every answer inside its folder: it normalises the path, follows
+symlinks and refuses a real path outside the folder, and answers only regular files. What it does
+not know is ours: the repository's hidden names (the export's staging folders) are never served,
+and a repository path is split before it is decoded, so `%2f` cannot make a new segment nor an
+empty one (`//`) stand for anything. TensorFlow.js is served as two named files only.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote_to_bytes
 
 TFJS_FILES = ("tf.min.js", "tf.min.js.map")  # all the page needs from @tensorflow/tfjs/dist
 TFJS_DIST = Path("node_modules") / "@tensorflow" / "tfjs" / "dist"
 
 
-def request_segments(target: str) -> list[str] | None:
-    """The decoded path segments of a request target, or None when it cannot be a file path."""
-    if target.startswith("/"):
-        raw = target.split("?", 1)[0].split("#", 1)[0]
-    elif target.lower().startswith(("http://", "https://")):
-        raw = urlsplit(target).path  # absolute form, as proxies send it
-    else:
+def plain_segments(raw_path: bytes) -> list[str] | None:
+    """The decoded segments of a raw request path (no query), or None unless each one is a plain
+    file or folder name: not empty, not hidden (nor . or ..), valid UTF-8, no separators or NULs."""
+    if not raw_path.startswith(b"/"):
         return None
-    if raw == "/":
-        return []
-    parts = raw.split("/")[1:]
     segments = []
-    for part in parts:
+    for part in raw_path[1:].split(b"/"):
         try:
-            segment = unquote(part, errors="strict")
+            segment = unquote_to_bytes(part).decode("utf-8", errors="strict")
         except UnicodeDecodeError:
             return None
-        if not _plain_segment(segment):
+        if not segment or segment.startswith(".") or any(c in segment for c in ("/", "\\", "\0")):
             return None
         segments.append(segment)
     return segments
-
-
-def _plain_segment(segment: str) -> bool:
-    """A file or folder name: not empty, not hidden (nor . or ..), no separators or NULs."""
-    if not segment or segment.startswith("."):
-        return False
-    return not any(char in segment for char in ("/", "\\", "\0"))
-
-
-def resolve_file(base: Path, segments: list[str]) -> Path | None:
-    """The regular file at base/segments if its real path stays inside base's, else None."""
-    if not segments:
-        return None
-    try:
-        root = base.resolve(strict=True)
-        real = Path(os.path.realpath(base.joinpath(*segments), strict=True))
-    except (OSError, ValueError):
-        return None
-    if not real.is_relative_to(root) or not real.is_file():
-        return None
-    return real
 
 
 def find_tfjs_dist(configured: str | os.PathLike[str] | None = None) -> Path | None:

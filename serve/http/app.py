@@ -34,7 +34,7 @@ from digitserve.serve.dataplane import DataPlane
 from digitserve.serve.errors import DeadlineExceeded, Draining, ServeError, TooManyImages, log_unexpected, status_of
 from digitserve.serve.http import tensors
 from digitserve.serve.settings import MESSAGE_OVERHEAD_BYTES, ServeSettings
-from digitserve.wire.names import PLATFORM
+from digitserve.wire.names import IMAGE_INPUT, PLATFORM
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ STATUS = {
 JSON_BYTES_PER_VALUE = 32
 """Room for one pixel value in JSON text: `0.0039215688593685627, ` is 23 bytes; generous."""
 RETRY_AFTER_SECONDS = "1"
+PARSE_OFF_LOOP_BYTES = 256 * 1024
+"""Bodies above this are parsed in a thread: json.loads of a 20 MB body takes ~0.4 s, and on the
+event loop nothing else (gRPC included) would be served meanwhile; in a thread the loop gets the
+GIL back every switch interval (5 ms)."""
 OBJECT = "a JSON object"
 
 
@@ -117,7 +121,7 @@ async def read_body(request: Request, limit: int, why: str = INFER_LIMIT) -> byt
     check_content_type(request)
     too_large = BodyTooLarge(f"the request body is larger than {limit} bytes, {why}")
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
+    if length.isascii() and length.isdigit() and int(length) > limit:
         raise too_large
     chunks, size = [], 0
     try:
@@ -160,6 +164,10 @@ def create_app(settings: ServeSettings, plane: DataPlane, control: ModelControl)
         Route("/v2/repository/models/{name}/load", endpoints.load, methods=["POST"]),
         Route("/v2/repository/models/{name}/unload", endpoints.unload, methods=["POST"]),
     ]
+    if settings.web:  # the drawing page of `digitserve web` beside /v2, on this port (docs/web.md)
+        from digitserve.web.app import WebConfig, page_routes
+
+        routes += page_routes(WebConfig.find(settings.repo, settings.page_model, server_api=True))
     return Starlette(routes=routes, exception_handlers={HTTPException: no_such_endpoint})
 
 
@@ -207,7 +215,10 @@ class Endpoints:
             "name": served.name,
             "versions": [str(v) for v in self.plane.registry.versions(served.name)],
             "platform": PLATFORM,
-            "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": v2.INPUT_SHAPE}],
+            "inputs": [  # one or the other per request (docs/http.md)
+                {"name": INPUT_NAME, "datatype": "FP32", "shape": v2.INPUT_SHAPE},
+                {"name": IMAGE_INPUT, "datatype": v2.IMAGE_DATATYPE, "shape": v2.IMAGE_SHAPE},
+            ],
             "outputs": [{"name": OUTPUT_NAME, "datatype": v2.OUTPUT_DATATYPE, "shape": v2.OUTPUT_SHAPE}],
         }
         return JSONResponse(metadata, headers={v2.ARTIFACT_TRAILER: served.model.info.artifact})
@@ -223,8 +234,12 @@ class Endpoints:
     async def infer(self, request: Request) -> Response:
         name = request.path_params["name"]
         version = v2.version_number(request.path_params.get("version", ""), "version")
-        parsed = tensors.parse_infer(await read_body(request, self.limit), request.headers.get(tensors.HEADER_LENGTH))
-        call = self.plane.infer(name, version, parsed.pixels, parsed.deadline)
+        body, header_length = await read_body(request, self.limit), request.headers.get(tensors.HEADER_LENGTH)
+        if len(body) > PARSE_OFF_LOOP_BYTES:  # a big JSON text holds the GIL for long: let the loop interleave
+            parsed = await asyncio.to_thread(tensors.parse_infer, body, header_length)
+        else:
+            parsed = tensors.parse_infer(body, header_length)
+        call = self.plane.infer(name, version, lambda: parsed.pixels(self.plane.images), parsed.deadline)
         if parsed.deadline is None:
             probabilities, model = await call
         else:  # as gRPC cancels a call at its deadline
@@ -292,6 +307,6 @@ def _pinned_version(value: Any) -> int | None:
         return None
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
-    if isinstance(value, str) and value.isdigit() and int(value) > 0:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and int(value) > 0:
         return int(value)
     raise InvalidInput(f"parameters.version must be a version number such as 4 or \"4\"; got {value!r}")

@@ -7,7 +7,11 @@ response is JSON too; its output is binary (after the JSON, with the same header
 asks for it, per output (`outputs[].parameters.binary_data`) or for all (`parameters.binary_data_output`),
 as tritonclient.http does by default. `parse_infer` reads the envelope (framing, JSON, id,
 parameters, outputs) before the call is routed; `InferRequest.pixels` checks and decodes the input
-inside the data plane's call, with the rules and messages gRPC uses (serve/v2.py).
+inside the data plane's call, with the rules and messages gRPC uses (serve/v2.py). Input `image`
+(BYTES, encoded image files) comes as binary data in Triton's BYTES layout (each element a
+4-byte little-endian length, then its bytes), or in "data" as base64 strings: V2's JSON BYTES
+are text, an image file is not, and base64 is how MLServer (`parameters.content_type:
+"base64"`, accepted and implied) and TF Serving (`{"b64": ...}`) carry binary in JSON.
 
 Written by hand because no library does it on the server side: tritonclient is a client only;
 MLServer's and KServe's codecs come inside their own servers, as pydantic models of every V2 type,
@@ -17,9 +21,12 @@ and the format is a JSON object plus a byte offset, with only the checks of one 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,11 +35,14 @@ import numpy as np
 from digitserve.contract import INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
 from digitserve.errors import InvalidInput
 from digitserve.serve import v2
+from digitserve.wire.names import IMAGE_INPUT
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_TYPE = "application/json"
 BINARY_TYPE = "application/octet-stream"
 EXAMPLE = '{"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 784], "data": [...]}]}'
+BASE64 = "base64"
+"""MLServer's parameters.content_type for BYTES elements sent as base64 strings: how `image` files travel in JSON."""
 UNSUPPORTED_OUTPUT_PARAMETERS = {
     "classification": "the output is the 10 probabilities; the label is their argmax",
     "shared_memory_region": "send the output inline (JSON or binary)",
@@ -52,17 +62,22 @@ class InferRequest:
     """A time.monotonic() instant, from Triton's parameters.timeout (microseconds); None: none."""
     output_names: list[str] = field(default_factory=list)
 
-    def pixels(self) -> np.ndarray:
-        """The input `pixels` as float32 [N, 784], after the checks gRPC makes (serve/v2.py)."""
+    def pixels(self, images: Any = None) -> np.ndarray | Awaitable[np.ndarray]:
+        """The input `pixels` as float32 [N, 784], after the checks gRPC makes (serve/v2.py); for
+        input `image`, the awaitable of them that `images` (serve/images.py ImageDecoder) returns."""
         inputs = _list_of_objects(self.header.get("inputs", []), "inputs")
-        v2.check_names([str(tensor.get("name", "")) for tensor in inputs], self.output_names)
+        name = v2.check_names([str(tensor.get("name", "")) for tensor in inputs], self.output_names)
         tensor = inputs[0]
         datatype = tensor.get("datatype", "")
         shape = tensor.get("shape")
+        example = '"BYTES"' if name == IMAGE_INPUT else '"FP32"'
         if not isinstance(datatype, str):
-            raise InvalidInput(f"input {INPUT_NAME!r} datatype must be a string such as \"FP32\"; got {datatype!r}")
+            raise InvalidInput(f"input {name!r} datatype must be a string such as {example}; got {datatype!r}")
         if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in shape):
-            raise InvalidInput(f"input {INPUT_NAME!r} shape must be a list of integers such as [1, 784]; got {shape!r}")
+            example = "[1]" if name == IMAGE_INPUT else "[1, 784]"
+            raise InvalidInput(f"input {name!r} shape must be a list of integers such as {example}; got {shape!r}")
+        if name == IMAGE_INPUT:
+            return images.decode(self._image_files(tensor, datatype, shape))
         count = v2.check_tensor(datatype, shape)
         size = _parameters(tensor, f"input {INPUT_NAME!r}").get("binary_data_size")
         if size is not None:
@@ -83,19 +98,56 @@ class InferRequest:
         return v2.to_pixels(values, datatype)
 
     def _binary_values(self, tensor: dict[str, Any], size: Any, datatype: str, shape: list[int]) -> np.ndarray:
+        def check(size: int) -> None:
+            v2.check_bytes(f"input {INPUT_NAME!r} (parameters.binary_data_size)", size, datatype, shape)
+
+        data = self._binary(tensor, size, INPUT_NAME, check)
+        return np.frombuffer(data, dtype="<f4" if datatype == "FP32" else np.uint8)
+
+    def _binary(
+        self, tensor: dict[str, Any], size: Any, name: str, check: Callable[[int], None] | None = None
+    ) -> memoryview:
+        """The binary data of input `name`, once `parameters.binary_data_size` and the body agree."""
         if "data" in tensor:
             raise InvalidInput(
-                f"input {INPUT_NAME!r} has both \"data\" and parameters.binary_data_size: send the data one way"
+                f"input {name!r} has both \"data\" and parameters.binary_data_size: send the data one way"
             )
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise InvalidInput(f"input {INPUT_NAME!r} parameters.binary_data_size must be a byte count; got {size!r}")
-        v2.check_bytes(f"input {INPUT_NAME!r} (parameters.binary_data_size)", size, datatype, shape)
+            raise InvalidInput(f"input {name!r} parameters.binary_data_size must be a byte count; got {size!r}")
+        if check is not None:
+            check(size)
         if len(self.binary) != size:
             raise InvalidInput(
                 f"the body carries {len(self.binary)} bytes after its JSON header ({HEADER_LENGTH}), "
-                f"but input {INPUT_NAME!r} says binary_data_size {size}"
+                f"but input {name!r} says binary_data_size {size}"
             )
-        return np.frombuffer(self.binary, dtype="<f4" if datatype == "FP32" else np.uint8)
+        return self.binary
+
+    def _image_files(self, tensor: dict[str, Any], datatype: str, shape: list[int]) -> list[bytes]:
+        """Input `image`'s files: binary data in Triton's BYTES layout, or base64 strings in "data"."""
+        v2.check_image_tensor(datatype, shape)
+        parameters = _parameters(tensor, f"input {IMAGE_INPUT!r}")
+        content_type = parameters.get("content_type", BASE64)
+        if content_type != BASE64:
+            raise InvalidInput(
+                f"input {IMAGE_INPUT!r} parameters.content_type {content_type!r} is not supported: its files travel "
+                f"as base64 strings in \"data\" (content_type {BASE64!r}, the default) or as binary data"
+            )
+        size = parameters.get("binary_data_size")
+        if size is not None:
+            raw = bytes(self._binary(tensor, size, IMAGE_INPUT))
+            return v2.image_elements(f"input {IMAGE_INPUT!r}'s binary data", raw, shape)
+        if self.binary:
+            raise InvalidInput(
+                f"the body carries {len(self.binary)} bytes after its JSON header, but input {IMAGE_INPUT!r} has "
+                "no parameters.binary_data_size: give it, or send the files base64-encoded in \"data\""
+            )
+        if "data" not in tensor:
+            raise InvalidInput(
+                f"input {IMAGE_INPUT!r} carries no data: put its files in \"data\" as base64 strings, or send them "
+                "as binary data (each a 4-byte little-endian length, then the file) with parameters.binary_data_size"
+            )
+        return _base64_files(tensor["data"], shape)
 
 
 def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
@@ -103,7 +155,7 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
     view = memoryview(body)
     if header_length is None:
         split = len(body)
-    elif header_length.strip().isdigit() and int(header_length) <= len(body):
+    elif header_length.strip().isascii() and header_length.strip().isdigit() and int(header_length) <= len(body):
         split = int(header_length)
     else:
         raise InvalidInput(
@@ -201,6 +253,30 @@ def _json_values(data: Any, datatype: str, shape: list[int]) -> np.ndarray:
     return values.ravel().astype(np.float32)
 
 
+def _base64_files(data: Any, shape: list[int]) -> list[bytes]:
+    """The files of input `image` from "data": base64 strings, flat (or nested as [N, 1])."""
+    if isinstance(data, list) and all(isinstance(row, list) and len(row) == 1 for row in data) and len(shape) == 2:
+        data = [row[0] for row in data]
+    if not isinstance(data, list):
+        raise InvalidInput(f"input {IMAGE_INPUT!r} data must be an array of base64 strings, one image file each")
+    v2.check_image_count(shape, len(data))
+    files = []
+    for index, text in enumerate(data):
+        if not isinstance(text, str):
+            raise InvalidInput(
+                f"input {IMAGE_INPUT!r} data[{index}] must be a string, the file's bytes base64-encoded; "
+                f"got {type(text).__name__}"
+            )
+        try:
+            files.append(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidInput(
+                f"input {IMAGE_INPUT!r} data[{index}] is not base64 ({exc}): send the file's bytes base64-encoded "
+                "(RFC 4648 standard alphabet, with padding)"
+            ) from None
+    return files
+
+
 def _parameters(item: dict[str, Any], what: str) -> dict[str, Any]:
     parameters = item.get("parameters", {})
     if not isinstance(parameters, dict):
@@ -221,11 +297,16 @@ def _list_of_objects(value: Any, name: str) -> list[dict[str, Any]]:
     return value
 
 
+MAX_TIMEOUT_US = 86_400_000_000
+
+
 def _deadline(parameters: dict[str, Any]) -> float | None:
     """Triton's per-request timeout, in microseconds (tritonclient.http's `timeout=`); 0 or absent: none."""
     timeout = parameters.get("timeout")
     if timeout is None or timeout == 0:
         return None
-    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0:
-        raise InvalidInput(f"parameters.timeout must be microseconds, a whole number; got {timeout!r}")
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or not 0 < timeout <= MAX_TIMEOUT_US:
+        raise InvalidInput(
+            f"parameters.timeout must be microseconds, a whole number up to {MAX_TIMEOUT_US} (a day); got {timeout!r}"
+        )
     return time.monotonic() + timeout / 1e6

@@ -1,6 +1,7 @@
 """digits.v1.Classifier: our own API, a thin layer over the data plane.
 
-Classify decodes one of the three pixel encodings (float32, float32_le, uint8), awaits the data
+Classify decodes one of the three pixel encodings (float32, float32_le, uint8), or hands image
+files (`images`) to the data plane's image decoder (serve/images.py), awaits the data
 plane (on the model and version the request names: `model` empty = the default model, `version`
 0 = its newest), and answers one Prediction per image (or the packed bytes when asked). ClassifyStream
 runs every request of a stream concurrently and answers them in order; a bad request gets an
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import grpc
@@ -36,9 +37,12 @@ STREAM_DRAINED = (
 )
 
 
-def decode_request(request: digits_pb2.ClassifyRequest) -> np.ndarray:
-    """The request's images as float32 [N, 784], validated against the input contract."""
+def decode_request(request: digits_pb2.ClassifyRequest, images: Any = None) -> np.ndarray | Awaitable[np.ndarray]:
+    """The request's images as float32 [N, 784], validated against the input contract; for
+    image files, the awaitable of them that `images` (serve/images.py ImageDecoder) returns."""
     encoding = request.WhichOneof("pixels")
+    if encoding == "images":
+        return images.decode(request.images.files)
     if encoding == "float32_le":
         raw = request.float32_le
         if len(raw) % 4:
@@ -56,7 +60,7 @@ def decode_request(request: digits_pb2.ClassifyRequest) -> np.ndarray:
         return validate_pixels(values)
     raise InvalidInput(
         "the request carries no pixels: set one of float32, float32_le or uint8 "
-        "(N*784 values, 28x28 row-major per image)"
+        "(N*784 values, 28x28 row-major per image), or images (encoded image files)"
     )
 
 
@@ -84,7 +88,7 @@ class ClassifierServicer(digits_pb2_grpc.ClassifierServicer):
         self, request: digits_pb2.ClassifyRequest, deadline: float | None
     ) -> digits_pb2.ClassifyResponse:
         probabilities, model = await self._plane.infer(
-            request.model, request.version or None, lambda: decode_request(request), deadline
+            request.model, request.version or None, lambda: decode_request(request, self._plane.images), deadline
         )
         return build_response(request, probabilities, model)
 

@@ -1,7 +1,9 @@
 """inference.GRPCInferenceService: the KServe V2 / Open Inference Protocol over the data plane.
 
 The model is `pixels` FP32 [N, 784] -> `probabilities` FP32 [N, 10]; UINT8 [N, 784] pixels
-(0..255) are accepted too. Data may come as typed contents or as `raw_input_contents`; the
+(0..255) are accepted too, and so, instead of `pixels`, is `image` BYTES [N]: one encoded image
+file per element, which serve/images.py decodes and prepares. Data may come as typed contents
+(`bytes_contents` for `image`) or as `raw_input_contents` (Triton's BYTES layout); the
 response uses the same form (raw in, raw out, as Triton's clients expect). `model_name` and
 `model_version` choose the served version (empty version: the newest). Triton's model repository
 extension (RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload) is served beside it; load
@@ -10,6 +12,7 @@ and unload only under `--model-control explicit` (serve/control.py).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 import grpc
@@ -24,7 +27,7 @@ from digitserve.serve.dataplane import DataPlane, deadline_of
 from digitserve.serve.errors import grpc_errors
 from digitserve.serve.v2 import ARTIFACT_TRAILER, SERVER_NAME, version_number
 from digitserve.wire.codec import packed_float_field, packed_floats
-from digitserve.wire.names import PLATFORM
+from digitserve.wire.names import IMAGE_INPUT, PLATFORM
 from digitserve.wire.proto import grpc_service_pb2 as pb
 from digitserve.wire.proto import grpc_service_pb2_grpc
 
@@ -49,11 +52,14 @@ def _typed_values(tensor: pb.ModelInferRequest.InferInputTensor) -> np.ndarray:
     return v2.uint8_values(np.array(tensor.contents.uint_contents, dtype=np.int64))
 
 
-def decode_infer_request(request: pb.ModelInferRequest) -> np.ndarray:
-    """The request's `pixels` as float32 [N, 784], after checking every V2 field that matters."""
-    v2.check_names([tensor.name for tensor in request.inputs], [output.name for output in request.outputs])
+def decode_infer_request(request: pb.ModelInferRequest, images: Any = None) -> np.ndarray | Awaitable[np.ndarray]:
+    """The request's `pixels` as float32 [N, 784], after checking every V2 field that matters; for
+    input `image`, the awaitable of them that `images` (serve/images.py ImageDecoder) returns."""
+    name = v2.check_names([tensor.name for tensor in request.inputs], [output.name for output in request.outputs])
     tensor = request.inputs[0]
     shape = list(tensor.shape)
+    if name == IMAGE_INPUT:
+        return images.decode(_image_files(request, tensor, shape))
     v2.check_tensor(tensor.datatype, shape)
     if request.raw_input_contents:
         if len(request.raw_input_contents) != 1:
@@ -70,6 +76,28 @@ def decode_infer_request(request: pb.ModelInferRequest) -> np.ndarray:
         values = _typed_values(tensor)
         v2.check_count(shape, values.size)
     return v2.to_pixels(values, tensor.datatype)
+
+
+def _image_files(request: pb.ModelInferRequest, tensor: Any, shape: list[int]) -> list[bytes]:
+    """Input `image`'s files, from raw_input_contents (Triton's BYTES layout) or contents.bytes_contents."""
+    v2.check_image_tensor(tensor.datatype, shape)
+    present = _contents_fields(tensor.contents)
+    if request.raw_input_contents:
+        if len(request.raw_input_contents) != 1:
+            raise InvalidInput(
+                f"raw_input_contents has {len(request.raw_input_contents)} entries; it needs one per input, "
+                f"and the request has one input, {IMAGE_INPUT!r}"
+            )
+        if present:
+            raise InvalidInput("send the data either in raw_input_contents or in the input's contents, not both")
+        return v2.image_elements("raw_input_contents[0]", request.raw_input_contents[0], shape)
+    if any(name != "bytes_contents" for name in present):
+        raise InvalidInput(
+            f"input {IMAGE_INPUT!r} is BYTES, so its files go in contents.bytes_contents (or raw_input_contents); "
+            f"got {', '.join(present)}"
+        )
+    v2.check_image_count(shape, len(tensor.contents.bytes_contents))
+    return list(tensor.contents.bytes_contents)
 
 
 def build_infer_response(request: pb.ModelInferRequest, probabilities: np.ndarray, model: Any) -> pb.ModelInferResponse:
@@ -116,7 +144,10 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             name=served.name,
             versions=[str(v) for v in self._plane.registry.versions(served.name)],
             platform=PLATFORM,
-            inputs=[tensor(name=INPUT_NAME, datatype="FP32", shape=v2.INPUT_SHAPE)],
+            inputs=[  # one or the other per request: V2 metadata has no way to say "alternatives"
+                tensor(name=INPUT_NAME, datatype="FP32", shape=v2.INPUT_SHAPE),
+                tensor(name=IMAGE_INPUT, datatype=v2.IMAGE_DATATYPE, shape=v2.IMAGE_SHAPE),
+            ],
             outputs=[tensor(name=OUTPUT_NAME, datatype=v2.OUTPUT_DATATYPE, shape=v2.OUTPUT_SHAPE)],
         )
 
@@ -127,7 +158,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         probabilities, model = await self._plane.infer(
             request.model_name,
             version_number(request.model_version),
-            lambda: decode_infer_request(request),
+            lambda: decode_infer_request(request, self._plane.images),
             deadline_of(context),
         )
         return build_infer_response(request, probabilities, model)
@@ -173,6 +204,7 @@ def _pinned_version(parameters: Any) -> int | None:
     choice = parameter.WhichOneof("parameter_choice")
     if choice == "int64_param" and parameter.int64_param > 0:
         return int(parameter.int64_param)
-    if choice == "string_param" and parameter.string_param.isdigit() and int(parameter.string_param) > 0:
+    text = parameter.string_param
+    if choice == "string_param" and text.isascii() and text.isdigit() and int(text) > 0:
         return int(parameter.string_param)
     raise InvalidInput('parameters["version"] must be a version number (int64_param, or digits in string_param)')

@@ -4,6 +4,8 @@
     to_mnist(gray)    -> float32 [784]: crop to the ink, fit in 20x20 keeping the aspect
                          ratio, centre by centre of mass in 28x28, brightest pixel 1.0
     load_pixels(path) -> to_mnist(load_image(path))
+    gray_of(image)    -> what load_image returns, from an opened Pillow image (the server's
+                         uploads, serve/images.py, go through it, so both sides prepare alike)
 
 The drawing page runs the same steps in JavaScript (web/static/preprocess.js). To make the two
 agree to the bit, `to_mnist` works on 8-bit ink levels with integer arithmetic only:
@@ -60,7 +62,7 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     Raises ImageError naming the file when it is missing or not a readable image.
     """
     try:
-        from PIL import Image, ImageOps, UnidentifiedImageError
+        from PIL import Image, UnidentifiedImageError
     except ImportError as exc:  # Pillow is the `images` extra, not the core
         raise ImageError(
             "reading images needs Pillow: install the 'images' extra "
@@ -74,14 +76,21 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise ImageError(f"{file}: not a file; give the path of a PNG, JPEG or other image")
     try:
         with Image.open(file) as image:
-            image.seek(0)  # first frame of an animation
-            image = ImageOps.exif_transpose(image)  # phone photos store their rotation aside
-            gray = _ink_from_image(image)
+            return gray_of(image)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageError(
             f"{file}: cannot read it as an image ({exc}); give a PNG, JPEG, BMP or GIF file"
         ) from exc
-    return _level_background(gray)
+
+
+def gray_of(image: Image.Image) -> np.ndarray:
+    """`load_image`'s result for an opened Pillow image: its first frame, turned upright by its
+    EXIF orientation, ink from alpha or luminance, the background levelled to 0."""
+    from PIL import ImageOps
+
+    image.seek(0)  # first frame of an animation
+    image = ImageOps.exif_transpose(image)  # phone photos store their rotation aside
+    return _level_background(_ink_from_image(image))
 
 
 def _ink_from_image(image: Image.Image) -> np.ndarray:

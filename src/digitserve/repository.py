@@ -43,7 +43,8 @@ class ModelRepository:
         """All version numbers present, complete or not, ascending."""
         if not self.model_dir.is_dir():
             return []
-        return sorted(int(p.name) for p in self.model_dir.iterdir() if p.name.isdigit() and p.is_dir())
+        names = (p.name for p in self.model_dir.iterdir() if p.is_dir())
+        return sorted(int(name) for name in names if name.isascii() and name.isdigit())  # not '²'
 
     def complete_versions(self) -> list[int]:
         """Versions whose manifest.json exists, ascending."""
@@ -170,7 +171,7 @@ def make_staging(parent: Path, prefix: str) -> Path:
     host = socket.gethostname()
     for entry in parent.glob(prefix + "*"):
         owner_host, _, pid = entry.name[len(prefix):].rpartition("-")[0].rpartition(".")
-        if owner_host == host and pid.isdigit() and not _running(int(pid)):
+        if owner_host == host and pid.isascii() and pid.isdigit() and not _running(int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"{prefix}{host}.{os.getpid()}-", dir=parent))
 

@@ -58,7 +58,8 @@ def test_tritonclient_drives_health_metadata_and_infer(
     assert report["server_metadata"]["name"] == "digitserve"
     metadata = report["model_metadata"]
     assert metadata["name"] == "digits" and metadata["versions"] == ["1"]
-    assert metadata["inputs"] == [{"name": "pixels", "datatype": "FP32", "shape": ["-1", "784"]}]
+    assert metadata["inputs"] == [{"name": "pixels", "datatype": "FP32", "shape": ["-1", "784"]},
+                                  {"name": "image", "datatype": "BYTES", "shape": ["-1"]}]
     assert metadata["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": ["-1", "10"]}]
 
     session = ort.InferenceSession(str(exported_repo / "digits/1/onnx/model.onnx"), providers=["CPUExecutionProvider"])

@@ -69,7 +69,8 @@ def test_tritonclient_http_drives_health_metadata_infer_and_the_repository(
     assert report["version_7_ready"] is False
     assert report["server_metadata"]["name"] == "digitserve"
     assert {"model_repository", "binary_tensor_data"} <= set(report["server_metadata"]["extensions"])
-    assert report["model_metadata"]["inputs"] == [{"name": "pixels", "datatype": "FP32", "shape": [-1, 784]}]
+    assert report["model_metadata"]["inputs"] == [{"name": "pixels", "datatype": "FP32", "shape": [-1, 784]},
+                                                  {"name": "image", "datatype": "BYTES", "shape": [-1]}]
     assert report["response"]["id"] == "req-7" and report["response"]["model_version"] == "1"
 
     session = ort.InferenceSession(str(repo / "digits/1/onnx/model.onnx"), providers=["CPUExecutionProvider"])

@@ -383,3 +383,41 @@ def test_closed_batcher_refuses_and_fails_what_is_queued() -> None:
         busy.cancel()
 
     run(scenario())
+
+
+def test_a_full_batch_queued_while_the_model_runs_goes_straight_behind_it() -> None:
+    async def scenario() -> None:
+        model = FakeModel(hold=True)
+        batcher, recorder = make(max_batch_size=4)
+        first = asyncio.create_task(batcher.submit(images([0]), model))
+        await model.until_running(1)
+        full = await submitted(batcher.submit(images([1, 2, 3, 4]), model))
+        partial = await submitted(batcher.submit(images([5]), model))
+        # the full batch leaves the queue for the model's thread while batch 1 still runs; a
+        # partial one stays queued, to take whatever else comes while the model is busy
+        await turns(lambda: batcher.queued_images == 1)
+        assert not first.done() and len(model.batches) == 1
+        model.release.set()
+        results = await asyncio.gather(first, full, partial)
+        assert [list(r[:, 0]) for r in results] == [[0], [1, 2, 3, 4], [5]]  # every caller its own rows
+        assert [len(b) for b in model.batches] == [1, 4, 1] and recorder.done == [1, 4, 1]
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_closing_fails_the_full_batch_waiting_behind_the_running_one() -> None:
+    async def scenario() -> None:
+        model = FakeModel(hold=True)
+        batcher, _ = make(max_batch_size=2)
+        running = asyncio.create_task(batcher.submit(images([0, 1]), model))
+        await model.until_running(1)
+        behind = await submitted(batcher.submit(images([2, 3]), model))
+        await turns(lambda: batcher.queued_images == 0)  # handed to the model's thread
+        asyncio.get_running_loop().call_soon(model.release.set)
+        await batcher.close()
+        for call in (running, behind):
+            with pytest.raises(Draining):
+                await call
+
+    run(scenario())

@@ -141,6 +141,11 @@ V2_CASES: dict[str, tuple[Callable[[], v2.ModelInferRequest], grpc.StatusCode, s
         grpc.StatusCode.NOT_FOUND,
         "unknown model 'mnist'; this server serves digits \\(version 1\\)",
     ),
+    "a version that only looks like digits": (
+        lambda: fp32(GOOD, model_version="²"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "model_version '²' is not a version number",
+    ),
     "unknown version": (
         lambda: fp32(GOOD, model_version="7"),
         grpc.StatusCode.NOT_FOUND,

@@ -91,7 +91,8 @@ def test_health_readiness_and_metadata(client: httpx.Client) -> None:
         assert response.status_code == 200 and response.headers["digitserve-artifact"] == "onnx"
         assert response.json() == {
             "name": "digits", "versions": ["1"], "platform": "onnxruntime_onnx",
-            "inputs": [{"name": "pixels", "datatype": "FP32", "shape": [-1, 784]}],
+            "inputs": [{"name": "pixels", "datatype": "FP32", "shape": [-1, 784]},
+                       {"name": "image", "datatype": "BYTES", "shape": [-1]}],
             "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}],
         }
     assert client.get("/v2/models/digits/ready").json() == {"name": "digits", "ready": True}

@@ -76,7 +76,8 @@ CASES: dict[str, tuple[bytes, dict[str, str], int, str]] = {
     "text/plain": (request(), {"content-type": "text/plain"}, 400, r"Content-Type text/plain is not a V2 body"),
     "form (curl -d)": (request(), {"content-type": "application/x-www-form-urlencoded"}, 400,
                        r"send application/json \(curl: -H 'Content-Type: application/json'\)"),
-    "no inputs": (b"{}", {}, 400, r"expected exactly one input 'pixels' \(FP32 \[N, 784\]\); got none"),
+    "no inputs": (b"{}", {}, 400,
+                  r"expected exactly one input 'pixels' \(FP32 \[N, 784\]\) or 'image' \(BYTES \[N\].*\); got none"),
     "wrong input name": (request({"name": "x", "datatype": "FP32", "shape": [1, 784], "data": [0] * 784}), {}, 400,
                          r"got \['x'\]"),
     "wrong output name": (request(outputs=[{"name": "label"}]), {}, 400, r"unknown output 'label'"),
@@ -232,15 +233,17 @@ def test_a_body_or_batch_above_the_limits_is_413(make_server: Callable[..., Serv
 def test_a_full_queue_is_429(make_server: Callable[..., ServerThread], slow_repo: Path) -> None:
     server = make_server(server_settings(slow_repo, http_port=0, max_batch_size=1, max_queue_images=1,
                                          max_request_images=1, grace_seconds=10))
-    with httpx.Client(base_url=base_url(server), timeout=60) as c, ThreadPoolExecutor(2) as pool:
+    with httpx.Client(base_url=base_url(server), timeout=60) as c, ThreadPoolExecutor(3) as pool:
         running = pool.submit(c.post, INFER, content=request())
         server.wait_running()
+        behind = pool.submit(c.post, INFER, content=request())  # a full batch: waits behind the running one
+        server.wait_for("digitserve_inflight_calls", 2)
         queued = pool.submit(c.post, INFER, content=request())
         server.wait_for("digitserve_queue_images", 1)
         refused = c.post(INFER, content=request())
         assert refused.status_code == 429, refused.text
         assert refused.json()["error"].startswith("queue full")
-        assert running.result().status_code == queued.result().status_code == 200
+        assert running.result().status_code == behind.result().status_code == queued.result().status_code == 200
 
 
 def test_a_model_failure_is_500_with_a_plain_message(

@@ -146,7 +146,9 @@ def test_v2_health_and_metadata(stubs: Stubs, shared_server: ServerThread) -> No
     assert server.name == "digitserve" and "execution_provider:CPUExecutionProvider" in server.extensions
     meta = stubs.v2.ModelMetadata(v2.ModelMetadataRequest(name="digits"))
     assert (meta.name, list(meta.versions), meta.platform) == ("digits", ["1"], "onnxruntime_onnx")
-    assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [("pixels", "FP32", [-1, 784])]
+    assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [
+        ("pixels", "FP32", [-1, 784]), ("image", "BYTES", [-1])
+    ]
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.outputs] == [("probabilities", "FP32", [-1, 10])]
     assert shared_server.metric("digitserve_execution_provider", provider="CPUExecutionProvider") == 1
     assert shared_server.metric("digitserve_execution_provider", provider="CUDAExecutionProvider") == 0

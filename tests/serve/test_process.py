@@ -104,7 +104,7 @@ def test_signals_while_an_abandoned_load_finishes_are_ignored(servers: Servers, 
     assert process.poll() is None, "the load was over: nothing was tested"
     for repeated in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
         process.send_signal(repeated)
-    assert process.wait(60) == 0, process.log()
+    assert process.wait(180) == 0, process.log()  # the abandoned load of 4 slow sessions goes on meanwhile
     assert "signal ignored" in process.log()
 
 

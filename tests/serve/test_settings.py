@@ -25,11 +25,12 @@ DECLARED: dict[str, type[Settings]] = {"serve": ServeSettings, "web": WebSetting
 # Today's defaults, stated here on purpose: a change to one must be a decision, not an accident.
 SERVE_DEFAULTS = dict(
     repo=Path("models"), model=(), name=None, version_policy="latest:1", model_control="poll", max_loaded_versions=0,
-    host="127.0.0.1", port=50051, http_port=None, metrics_port=8000, reuse_port=False,
+    host="127.0.0.1", port=50051, http_port=None, web=False, metrics_port=8000, reuse_port=False,
     tls_cert=None, tls_key=None, tls_client_ca=None, device="auto", cuda_device_id=0, cuda_mem_limit_mb=0,
     cudnn_conv_algo_search="HEURISTIC", intra_op_threads=0, inter_op_threads=0, graph_optimization="all",
     ort_spinning=False, max_batch_size=64, max_queue_delay_us=0, max_queue_images=4096, max_request_images=1024,
     instances=1, workers=1, drain_delay_seconds=0.0, grace_seconds=10.0, poll_seconds=5.0, artifact="onnx",
+    max_image_bytes=1024 * 1024, max_image_pixels=4_000_000, image_threads=2,
 )
 WEB_DEFAULTS = dict(repo=Path("models"), name="digits", host="127.0.0.1", port=8080, node_modules=None)
 
@@ -160,6 +161,16 @@ def test_explicit_model_control_needs_one_process() -> None:
     with pytest.raises(UsageError, match="--model-control explicit changes what one process serves"):
         ServeSettings(model_control="explicit", workers=2)
     assert ServeSettings(model_control="explicit").workers == 1
+
+
+def test_web_needs_the_http_port() -> None:
+    with pytest.raises(UsageError, match="--web serves the drawing page on the HTTP/REST port: give --http-port"):
+        settings_from_args(parse("serve", "--web"))
+    with pytest.raises(UsageError, match="give --http-port"):
+        settings_from_args(parse("serve", "--web", "--http-port", "8001", "--no-http"))
+    settings = settings_from_args(parse("serve", "--web", "--http-port", "0", "--model", "cnn", "--model", "mlp"))
+    assert (settings.web, settings.page_model) == (True, "cnn")
+    assert ServeSettings().page_model == "digits" and ServeSettings(name="tiny").page_model == "tiny"
 
 
 def test_no_metrics_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

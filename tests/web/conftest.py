@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from digitserve.web.app import WebConfig
 from digitserve.web.paths import find_tfjs_dist
-from digitserve.web.server import WebConfig
 from tests.web.in_process import RunningServer
 
 ROOT = Path(__file__).resolve().parents[2]

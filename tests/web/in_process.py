@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 
-from digitserve.web.server import WebConfig, WebServer
+from digitserve.web.app import WebConfig
+from digitserve.web.server import WebServer
 
 
 class RunningServer:
@@ -13,10 +14,10 @@ class RunningServer:
 
     def __init__(self, config: WebConfig):
         self.server = WebServer(("127.0.0.1", 0), config)
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         self.url = self.server.url.rstrip("/")
-        self.port = int(self.server.server_address[1])
+        self.port = self.server.port
 
     def stop(self) -> None:
         self.server.shutdown()

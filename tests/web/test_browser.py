@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from digitserve.preprocess import load_pixels
-from digitserve.web.server import WebConfig
+from digitserve.web.app import WebConfig
 from tests.web.in_process import RunningServer
-from tests.web.strokes import DIGITS, Stroke, transform
+from tests.web.page import Page
+from tests.web.strokes import DIGITS, transform
 
 pytestmark = pytest.mark.browser
 PARITY_IMAGES = 1000
@@ -27,50 +28,6 @@ def site(drawing_model_repo: Path, tfjs_dist: Path) -> Iterator[RunningServer]:
     server = RunningServer(WebConfig(repo=drawing_model_repo, name="digits", tfjs_dist=tfjs_dist))
     yield server
     server.stop()
-
-
-class Page:
-    """A Playwright page on the drawing page, recording every console error and failed load."""
-
-    def __init__(self, browser: Any, url: str, **context_options: Any):
-        self.context = browser.new_context(**context_options)
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
-        self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
-        self.page.on("requestfailed", lambda r: self.errors.append(f"failed: {r.url}"))
-        self.page.on("response", lambda r: r.status >= 400 and self.errors.append(
-            f"{r.status}: {r.url}"))
-        self.page.goto(url)
-        self.page.evaluate("window.digitserve.ready")
-
-    def pad_origin(self) -> tuple[float, float, float]:
-        box = self.page.locator("#pad").bounding_box()
-        assert box is not None
-        return box["x"], box["y"], box["width"] / 280
-
-    def draw(self, strokes: list[Stroke], release: bool = True) -> None:
-        """Draw with the mouse, in canvas coordinates (0..280)."""
-        left, top, scale = self.pad_origin()
-        mouse = self.page.mouse
-        for index, stroke in enumerate(strokes):
-            mouse.move(left + stroke[0][0] * scale, top + stroke[0][1] * scale)
-            mouse.down()
-            for x, y in stroke[1:]:
-                mouse.move(left + x * scale, top + y * scale, steps=4)
-            if release or index < len(strokes) - 1:
-                mouse.up()
-
-    def settle(self) -> str:
-        """The label shown once every scheduled prediction has run."""
-        self.page.evaluate("window.digitserve.whenIdle()")
-        return self.page.inner_text("#label")
-
-    def prepared(self) -> np.ndarray:
-        return np.float32(self.page.evaluate("Array.from(window.digitserve.prepare())"))
-
-    def close(self) -> None:
-        self.context.close()
 
 
 @pytest.fixture
@@ -90,6 +47,18 @@ def test_page_loads_the_newest_model_without_console_errors(page: Page) -> None:
     page.draw(DIGITS[4])
     assert page.settle() == "4"
     assert page.errors == []
+
+
+def test_plain_web_shows_no_server_answer(page: Page) -> None:
+    """Only `serve --web` has a server to ask: `digitserve web` shows no server answer."""
+    asked: list[str] = []
+    page.page.on("request", lambda r: "/v2" in r.url and asked.append(r.url))
+    page.draw(DIGITS[7])
+    assert page.settle() == "7"
+    assert page.page.is_hidden("#server")
+    assert page.page.evaluate("window.digitserve.answers().server") is None
+    assert "nothing you draw leaves the page" in page.page.inner_text("footer")
+    assert asked == [] and page.errors == []
 
 
 @pytest.mark.parametrize("digit", [1, 0, 7])

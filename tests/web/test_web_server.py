@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import resource
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,6 +19,7 @@ from tests.support.server import Servers
 from tests.web.in_process import RunningServer
 
 SECRET = "top secret, outside every served folder"
+IDLE_CONNECTIONS = 500
 
 
 def manifest(version: int, tfjs: bool = True) -> dict[str, object]:
@@ -247,6 +250,49 @@ def test_cli_serves_and_stops_on_sigterm(repo: Path, servers: Servers) -> None:
     connection.close()
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=10) == 0
+
+
+def process_threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+
+
+def test_idle_connections_take_no_thread(repo: Path, servers: Servers) -> None:
+    """500 idle TCP connections held open: the page and /api/latest still load, every idle
+    connection is still open, and the server has not started a thread for each."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 2 * IDLE_CONNECTIONS + 256  # this process' sockets, and the server's (it inherits the limit)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            pytest.fail(f"RLIMIT_NOFILE's hard limit {hard} is below the {wanted} files this test needs")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    idle: list[socket.socket] = []
+    try:
+        process = servers.start([*DIGITSERVE, "web", "--port", "0", "--repo", str(repo)],
+                                clean_env(PYTHONUNBUFFERED="1"))
+        port = int(process.wait_for_log(r"http://127\.0\.0\.1:(\d+)/").group(1))
+        for _ in range(IDLE_CONNECTIONS):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=30))
+        # accepted in order: once these are answered, the idle ones before them are accepted too
+        for path, expected in (("/", b"<canvas"), ("/api/latest", b'"version": 1')):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            connection.request("GET", path)
+            response = connection.getresponse()
+            assert (response.status, expected in response.read()) == (200, True), path
+            connection.close()
+        for sock in idle:  # nothing to read and not closed: each is still held open
+            sock.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                sock.recv(1)
+        threads = process_threads(process.process.pid)
+        print(f"\n{IDLE_CONNECTIONS} idle connections held: the server runs {threads} threads")
+        assert threads < IDLE_CONNECTIONS // 5
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, process.log()
+    finally:
+        for sock in idle:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_cli_port_in_use_is_a_usage_error(server: RunningServer, repo: Path) -> None:

@@ -1,5 +1,7 @@
 // The drawing page: strokes on a 280x280 canvas -> MNIST preprocessing -> the TF.js model,
 // live while drawing. The model is the newest exported version, found through /api/latest.
+// Served by `digitserve serve --web`, /api/latest also names the server's V2 infer URL for the
+// same model and version: each prediction then asks the server too and compares the answers.
 //
 // window.digitserve is the page's small public surface, used by the browser tests:
 //   ready          Promise: settles once the model is loaded or has failed to load
@@ -7,12 +9,14 @@
 //   prepare()      the 784 floats the model would see for the canvas right now
 //   classify(px)   Promise<Float32Array>: probabilities for N images (Float32Array N*784)
 //   model          what /api/latest said (name, version, test_accuracy, model_url), or null
+//   answers()      the last prediction: {browser, server} probabilities (server: null without one)
 
 import { SIDE, toMnist } from './preprocess.js';
 
 const BRUSH_WIDTH = 22; // px on the 280 canvas: ~2 px strokes after the fit into 20x20, as in MNIST
 const PREDICT_INTERVAL_MS = 100; // at most ten predictions a second while drawing
 const DIGITS = 10;
+const AGREEMENT = 1e-4; // most |difference| of a probability for the server and TF.js to agree
 
 const pad = document.getElementById('pad');
 const pen = pad.getContext('2d', { willReadFrequently: true });
@@ -22,11 +26,16 @@ const labelOut = document.getElementById('label');
 const confidenceOut = document.getElementById('confidence');
 const statusOut = document.getElementById('model-status');
 const messageBox = document.getElementById('message');
+const serverBox = document.getElementById('server');
+const serverLabelOut = document.getElementById('server-label');
+const serverConfidenceOut = document.getElementById('server-confidence');
+const serverCheckOut = document.getElementById('server-check');
 
 const strokes = []; // each stroke: [{x, y}, ...] in canvas pixels
 let active = null; // {pointerId, points} while a pointer is down
 let model = null;
 let info = null;
+let answers = { browser: null, server: null };
 
 // ---- drawing ---------------------------------------------------------------------------
 
@@ -187,9 +196,39 @@ function prepare() {
 async function predictCanvas() {
   const pixels = prepare();
   showSeen(pixels);
-  if (strokes.length === 0 || !pixels.some((v) => v > 0)) return showProbabilities(null);
+  if (strokes.length === 0 || !pixels.some((v) => v > 0)) {
+    answers = { browser: null, server: null };
+    showServer(null, null);
+    return showProbabilities(null);
+  }
   if (!model) return;
-  showProbabilities(await classify(pixels));
+  const [probabilities, server] = await Promise.all([classify(pixels), askServer(pixels)]);
+  answers = { browser: probabilities, server: server && server.probabilities ? server.probabilities : null };
+  showProbabilities(probabilities);
+  showServer(server, probabilities);
+}
+
+// The same 784 floats through the server's KServe V2 REST API: {probabilities} or {error}.
+async function askServer(pixels) {
+  if (!info || !info.infer_url) return null;
+  const request = {
+    inputs: [{ name: 'pixels', datatype: 'FP32', shape: [1, SIDE * SIDE], data: Array.from(pixels) }],
+  };
+  try {
+    const response = await fetch(info.infer_url, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(request),
+    });
+    const answer = await response.json().catch(() => null);
+    if (!response.ok) return { error: answer && answer.error ? answer.error : `it answered ${response.status}` };
+    const output = answer && Array.isArray(answer.outputs)
+      ? answer.outputs.find((o) => o.name === 'probabilities') : null;
+    if (!output || !Array.isArray(output.data) || output.data.length !== DIGITS) {
+      return { error: `its answer holds no ${DIGITS} probabilities` };
+    }
+    return { probabilities: Float32Array.from(output.data) };
+  } catch (error) {
+    return { error: error.message };
+  }
 }
 
 async function classify(pixels) {
@@ -231,12 +270,15 @@ function percent(p) {
   return `${(100 * p).toFixed(p >= 0.995 || p < 0.001 ? 0 : 1)}%`;
 }
 
+function bestOf(probabilities) {
+  if (!probabilities) return -1;
+  let best = 0;
+  for (let d = 1; d < DIGITS; d++) if (probabilities[d] > probabilities[best]) best = d;
+  return best;
+}
+
 function showProbabilities(probabilities) {
-  let best = -1;
-  if (probabilities) {
-    best = 0;
-    for (let d = 1; d < DIGITS; d++) if (probabilities[d] > probabilities[best]) best = d;
-  }
+  const best = bestOf(probabilities);
   bars.forEach((bar, digit) => {
     const p = probabilities ? probabilities[digit] : 0;
     bar.fill.style.width = `${(100 * p).toFixed(2)}%`;
@@ -247,6 +289,50 @@ function showProbabilities(probabilities) {
   labelOut.textContent = best >= 0 ? String(best) : '–';
   confidenceOut.textContent = best >= 0 ? `${percent(probabilities[best])} sure` : '';
   document.body.dataset.prediction = best >= 0 ? String(best) : '';
+}
+
+// The server's answer beside the browser's, and whether they agree (only under `serve --web`).
+function showServer(server, browser) {
+  if (!info || !info.infer_url) return;
+  let label = '–';
+  let confidence = '';
+  let check = '';
+  let agreement = '';
+  if (server && server.error) {
+    check = `The server did not answer: ${server.error}`;
+    agreement = 'error';
+  } else if (server) {
+    const best = bestOf(server.probabilities);
+    const browserBest = bestOf(browser);
+    let worst = 0;
+    for (let d = 0; d < DIGITS; d++) worst = Math.max(worst, Math.abs(server.probabilities[d] - browser[d]));
+    label = String(best);
+    confidence = `${percent(server.probabilities[best])} sure`;
+    const agrees = best === browserBest && worst <= AGREEMENT;
+    if (best !== browserBest) {
+      check = `Disagrees with TF.js: the server reads ${best}, the browser ${browserBest}.`;
+    } else if (!agrees) {
+      check = `Disagrees with TF.js: a probability differs by ${worst.toExponential(1)} (more than 1e-4).`;
+    } else {
+      check = `Agrees with TF.js: same digit, probabilities within ${worst.toExponential(1)}.`;
+    }
+    agreement = agrees ? 'agree' : 'disagree';
+  }
+  serverLabelOut.textContent = label;
+  serverConfidenceOut.textContent = confidence;
+  serverCheckOut.textContent = check;
+  serverBox.dataset.agreement = agreement;
+  document.body.dataset.server = agreement;
+}
+
+function showServerPanel(latest) {
+  serverBox.hidden = false;
+  const about = document.getElementById('about');
+  const tfjs = about.querySelector('a');
+  const command = document.createElement('code');
+  command.textContent = 'digitserve serve --web';
+  about.replaceChildren('The large answer comes from ', tfjs, ' in this browser; for the server\'s answer '
+    + `each drawing's 784 numbers also go to this server (${latest.infer_url}). Served by `, command, '.');
 }
 
 function showSeen(pixels) {
@@ -294,6 +380,7 @@ async function loadModel() {
   model = loaded;
   info = latest;
   window.digitserve.model = latest;
+  if (latest.infer_url) showServerPanel(latest);
   const accuracy = typeof latest.test_accuracy === 'number'
     ? ` · test accuracy ${(100 * latest.test_accuracy).toFixed(2)}%` : '';
   statusOut.textContent = `Model ${latest.name} version ${latest.version}${accuracy}`
@@ -317,4 +404,10 @@ const ready = loadModel().then(
   },
 );
 
-window.digitserve = { ready, whenIdle, prepare, classify, model: info };
+window.digitserve = {
+  ready, whenIdle, prepare, classify, model: info,
+  answers: () => ({
+    browser: answers.browser ? Array.from(answers.browser) : null,
+    server: answers.server ? Array.from(answers.server) : null,
+  }),
+};

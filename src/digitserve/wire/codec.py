@@ -85,3 +85,28 @@ def prediction_messages(field_number: int, probabilities: np.ndarray) -> bytes:
     floats = np.ascontiguousarray(probabilities, dtype="<f4").view(np.uint8)
     records[:, 6:] = floats.reshape(count, 4 * NUM_CLASSES)
     return records.tobytes()
+
+
+def pack_bytes_elements(elements: list[bytes]) -> bytes:
+    """A V2 BYTES tensor in Triton's raw layout: each element as a 4-byte little-endian length,
+    then its bytes (raw_input_contents, and HTTP/REST binary data)."""
+    return b"".join(len(element).to_bytes(4, "little") + bytes(element) for element in elements)
+
+
+def unpack_bytes_elements(raw: bytes) -> list[bytes]:
+    """The elements of a BYTES tensor in Triton's raw layout; ValueError saying where it breaks."""
+    view, elements, position = memoryview(raw), [], 0
+    while position < len(view):
+        if position + 4 > len(view):
+            left = len(view) - position
+            raise ValueError(f"{left} bytes at offset {position} are too few for an element's 4-byte length")
+        length = int.from_bytes(view[position : position + 4], "little")
+        position += 4
+        if position + length > len(view):
+            raise ValueError(
+                f"element {len(elements)} declares {length} bytes at offset {position - 4}, but only "
+                f"{len(view) - position} follow"
+            )
+        elements.append(bytes(view[position : position + length]))
+        position += length
+    return elements

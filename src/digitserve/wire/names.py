@@ -20,6 +20,10 @@ APIS = tuple(SERVICE_OF_API)
 ENCODINGS = ("float32", "float32_le", "uint8")
 """How pixels travel (digitserve.client.messages describes each on both APIs)."""
 
+IMAGE_INPUT = "image"
+"""The KServe V2 input that carries image files (BYTES [N], one encoded file per element),
+the alternative to `pixels` (digitserve.contract.INPUT_NAME)."""
+
 PLATFORM = "onnxruntime_onnx"
 """What Triton calls an ONNX Runtime model in the V2 ModelMetadata."""
 

@@ -24,27 +24,29 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64igits/v1/digits.proto\x12\tdigits.v1\"\x1f\n\rFloat32Pixels\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\xd3\x01\n\x0f\x43lassifyRequest\x12+\n\x07\x66loat32\x18\x01 \x01(\x0b\x32\x18.digits.v1.Float32PixelsH\x00\x12\x14\n\nfloat32_le\x18\x02 \x01(\x0cH\x00\x12\x0f\n\x05uint8\x18\x03 \x01(\x0cH\x00\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12.\n\routput_format\x18\x05 \x01(\x0e\x32\x17.digits.v1.OutputFormat\x12\r\n\x05model\x18\x06 \x01(\t\x12\x0f\n\x07version\x18\x07 \x01(\x03\x42\x08\n\x06pixels\"2\n\nPrediction\x12\r\n\x05label\x18\x01 \x01(\x05\x12\x15\n\rprobabilities\x18\x02 \x03(\x02\"\xb2\x01\n\x10\x43lassifyResponse\x12*\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x15.digits.v1.Prediction\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x15\n\rpacked_labels\x18\x05 \x01(\x0c\x12\x1c\n\x14packed_probabilities\x18\x06 \x01(\x0c\"@\n\x0bStreamError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"|\n\x16\x43lassifyStreamResponse\x12/\n\x08response\x18\x01 \x01(\x0b\x32\x1b.digits.v1.ClassifyResponseH\x00\x12\'\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.digits.v1.StreamErrorH\x00\x42\x08\n\x06result*G\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_PREDICTIONS\x10\x00\x12\x18\n\x14OUTPUT_FORMAT_PACKED\x10\x01\x32\xa6\x01\n\nClassifier\x12\x43\n\x08\x43lassify\x12\x1a.digits.v1.ClassifyRequest\x1a\x1b.digits.v1.ClassifyResponse\x12S\n\x0e\x43lassifyStream\x12\x1a.digits.v1.ClassifyRequest\x1a!.digits.v1.ClassifyStreamResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64igits/v1/digits.proto\x12\tdigits.v1\"\x1f\n\rFloat32Pixels\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x1e\n\rEncodedImages\x12\r\n\x05\x66iles\x18\x01 \x03(\x0c\"\xff\x01\n\x0f\x43lassifyRequest\x12+\n\x07\x66loat32\x18\x01 \x01(\x0b\x32\x18.digits.v1.Float32PixelsH\x00\x12\x14\n\nfloat32_le\x18\x02 \x01(\x0cH\x00\x12\x0f\n\x05uint8\x18\x03 \x01(\x0cH\x00\x12*\n\x06images\x18\x08 \x01(\x0b\x32\x18.digits.v1.EncodedImagesH\x00\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12.\n\routput_format\x18\x05 \x01(\x0e\x32\x17.digits.v1.OutputFormat\x12\r\n\x05model\x18\x06 \x01(\t\x12\x0f\n\x07version\x18\x07 \x01(\x03\x42\x08\n\x06pixels\"2\n\nPrediction\x12\r\n\x05label\x18\x01 \x01(\x05\x12\x15\n\rprobabilities\x18\x02 \x03(\x02\"\xb2\x01\n\x10\x43lassifyResponse\x12*\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x15.digits.v1.Prediction\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x15\n\rpacked_labels\x18\x05 \x01(\x0c\x12\x1c\n\x14packed_probabilities\x18\x06 \x01(\x0c\"@\n\x0bStreamError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"|\n\x16\x43lassifyStreamResponse\x12/\n\x08response\x18\x01 \x01(\x0b\x32\x1b.digits.v1.ClassifyResponseH\x00\x12\'\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.digits.v1.StreamErrorH\x00\x42\x08\n\x06result*G\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_PREDICTIONS\x10\x00\x12\x18\n\x14OUTPUT_FORMAT_PACKED\x10\x01\x32\xa6\x01\n\nClassifier\x12\x43\n\x08\x43lassify\x12\x1a.digits.v1.ClassifyRequest\x1a\x1b.digits.v1.ClassifyResponse\x12S\n\x0e\x43lassifyStream\x12\x1a.digits.v1.ClassifyRequest\x1a!.digits.v1.ClassifyStreamResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'digits.v1.digits_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTPUTFORMAT']._serialized_start=709
-  _globals['_OUTPUTFORMAT']._serialized_end=780
+  _globals['_OUTPUTFORMAT']._serialized_start=785
+  _globals['_OUTPUTFORMAT']._serialized_end=856
   _globals['_FLOAT32PIXELS']._serialized_start=37
   _globals['_FLOAT32PIXELS']._serialized_end=68
-  _globals['_CLASSIFYREQUEST']._serialized_start=71
-  _globals['_CLASSIFYREQUEST']._serialized_end=282
-  _globals['_PREDICTION']._serialized_start=284
-  _globals['_PREDICTION']._serialized_end=334
-  _globals['_CLASSIFYRESPONSE']._serialized_start=337
-  _globals['_CLASSIFYRESPONSE']._serialized_end=515
-  _globals['_STREAMERROR']._serialized_start=517
-  _globals['_STREAMERROR']._serialized_end=581
-  _globals['_CLASSIFYSTREAMRESPONSE']._serialized_start=583
-  _globals['_CLASSIFYSTREAMRESPONSE']._serialized_end=707
-  _globals['_CLASSIFIER']._serialized_start=783
-  _globals['_CLASSIFIER']._serialized_end=949
+  _globals['_ENCODEDIMAGES']._serialized_start=70
+  _globals['_ENCODEDIMAGES']._serialized_end=100
+  _globals['_CLASSIFYREQUEST']._serialized_start=103
+  _globals['_CLASSIFYREQUEST']._serialized_end=358
+  _globals['_PREDICTION']._serialized_start=360
+  _globals['_PREDICTION']._serialized_end=410
+  _globals['_CLASSIFYRESPONSE']._serialized_start=413
+  _globals['_CLASSIFYRESPONSE']._serialized_end=591
+  _globals['_STREAMERROR']._serialized_start=593
+  _globals['_STREAMERROR']._serialized_end=657
+  _globals['_CLASSIFYSTREAMRESPONSE']._serialized_start=659
+  _globals['_CLASSIFYSTREAMRESPONSE']._serialized_end=783
+  _globals['_CLASSIFIER']._serialized_start=859
+  _globals['_CLASSIFIER']._serialized_end=1025
 # @@protoc_insertion_point(module_scope)

@@ -9,9 +9,10 @@ of N >= 1 images, all in one encoding; the response carries one Prediction per i
 order of the request.
 
 Errors are gRPC status codes: INVALID_ARGUMENT (shape, NaN/Inf, out-of-range pixels, empty
-batch), NOT_FOUND (unknown model or version: the message names the models and versions the
-server serves), RESOURCE_EXHAUSTED (queue full, too many images in one request), UNAVAILABLE
-(not ready yet, draining), DEADLINE_EXCEEDED (the deadline passed while queued).
+batch, an image file that cannot be read or is above a limit), NOT_FOUND (unknown model or
+version: the message names the models and versions the server serves), RESOURCE_EXHAUSTED
+(queue full, too many images in one request), UNAVAILABLE (not ready yet, draining),
+DEADLINE_EXCEEDED (the deadline passed while queued).
 """
 
 import builtins
@@ -75,6 +76,30 @@ class Float32Pixels(google.protobuf.message.Message):
 global___Float32Pixels = Float32Pixels
 
 @typing.final
+class EncodedImages(google.protobuf.message.Message):
+    """Image files, one digit each, for the server to decode and prepare."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    FILES_FIELD_NUMBER: builtins.int
+    @property
+    def files(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.bytes]:
+        """Each an encoded image file, whole and unmodified: PNG, JPEG, BMP, GIF (its first frame) or
+        WebP. Limits (INVALID_ARGUMENT beyond them): --max-image-bytes per file and
+        --max-image-pixels (width x height, read from the file's header before decoding); at most
+        --max-request-images files per request (RESOURCE_EXHAUSTED).
+        """
+
+    def __init__(
+        self,
+        *,
+        files: collections.abc.Iterable[builtins.bytes] | None = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["files", b"files"]) -> None: ...
+
+global___EncodedImages = EncodedImages
+
+@typing.final
 class ClassifyRequest(google.protobuf.message.Message):
     """A batch of images in exactly one encoding."""
 
@@ -83,6 +108,7 @@ class ClassifyRequest(google.protobuf.message.Message):
     FLOAT32_FIELD_NUMBER: builtins.int
     FLOAT32_LE_FIELD_NUMBER: builtins.int
     UINT8_FIELD_NUMBER: builtins.int
+    IMAGES_FIELD_NUMBER: builtins.int
     REQUEST_ID_FIELD_NUMBER: builtins.int
     OUTPUT_FORMAT_FIELD_NUMBER: builtins.int
     MODEL_FIELD_NUMBER: builtins.int
@@ -109,20 +135,27 @@ class ClassifyRequest(google.protobuf.message.Message):
     def float32(self) -> global___Float32Pixels:
         """N*784 float values in [0, 1]."""
 
+    @property
+    def images(self) -> global___EncodedImages:
+        """N image files (PNG, JPEG, BMP, GIF, WebP) of one digit each, as they are on disk: the
+        server prepares each as `digitserve classify` does (docs/serving.md, "Images as input").
+        """
+
     def __init__(
         self,
         *,
         float32: global___Float32Pixels | None = ...,
         float32_le: builtins.bytes = ...,
         uint8: builtins.bytes = ...,
+        images: global___EncodedImages | None = ...,
         request_id: builtins.str = ...,
         output_format: global___OutputFormat.ValueType = ...,
         model: builtins.str = ...,
         version: builtins.int = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["float32", b"float32", "float32_le", b"float32_le", "pixels", b"pixels", "uint8", b"uint8"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["float32", b"float32", "float32_le", b"float32_le", "model", b"model", "output_format", b"output_format", "pixels", b"pixels", "request_id", b"request_id", "uint8", b"uint8", "version", b"version"]) -> None: ...
-    def WhichOneof(self, oneof_group: typing.Literal["pixels", b"pixels"]) -> typing.Literal["float32", "float32_le", "uint8"] | None: ...
+    def HasField(self, field_name: typing.Literal["float32", b"float32", "float32_le", b"float32_le", "images", b"images", "pixels", b"pixels", "uint8", b"uint8"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["float32", b"float32", "float32_le", b"float32_le", "images", b"images", "model", b"model", "output_format", b"output_format", "pixels", b"pixels", "request_id", b"request_id", "uint8", b"uint8", "version", b"version"]) -> None: ...
+    def WhichOneof(self, oneof_group: typing.Literal["pixels", b"pixels"]) -> typing.Literal["float32", "float32_le", "uint8", "images"] | None: ...
 
 global___ClassifyRequest = ClassifyRequest
 

@@ -9,9 +9,10 @@ of N >= 1 images, all in one encoding; the response carries one Prediction per i
 order of the request.
 
 Errors are gRPC status codes: INVALID_ARGUMENT (shape, NaN/Inf, out-of-range pixels, empty
-batch), NOT_FOUND (unknown model or version: the message names the models and versions the
-server serves), RESOURCE_EXHAUSTED (queue full, too many images in one request), UNAVAILABLE
-(not ready yet, draining), DEADLINE_EXCEEDED (the deadline passed while queued).
+batch, an image file that cannot be read or is above a limit), NOT_FOUND (unknown model or
+version: the message names the models and versions the server serves), RESOURCE_EXHAUSTED
+(queue full, too many images in one request), UNAVAILABLE (not ready yet, draining),
+DEADLINE_EXCEEDED (the deadline passed while queued).
 """
 
 import abc
