@@ -5,9 +5,7 @@ Callers `await submit(pixels, model, deadline)`. Each request is cut into chunks
 worker per model instance takes chunks from the head of the queue, in order, until the batch is
 full, waiting up to `max_queue_delay_us` for more (0: take only what queued while the model was
 busy); one worker forms a batch at a time, so idle instances never split a batch that is
-filling (as Triton's scheduler dispatches whole batches to free instances). While an instance
-runs a batch, a full batch that queues is handed to that instance's own thread at once, so it
-starts the moment the running one ends, without a round trip through the event loop. It runs the model
+filling (as Triton's scheduler dispatches whole batches to free instances). It runs the model
 in a thread (the event loop keeps serving meanwhile) and hands each chunk its rows. Chunks whose
 caller was cancelled, or whose deadline passed, are dropped before the model runs. A batch only
 mixes chunks pinned to the same model object, so a call that started before a hot reload
@@ -92,8 +90,7 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._forming = asyncio.Lock()
         self._workers: list[asyncio.Task[None]] = []
-        self._threads = [ThreadPoolExecutor(1, thread_name_prefix=f"digitserve-model_{i}") for i in range(instances)]
-        """One thread per instance: a batch queued behind the running one starts the moment it ends."""
+        self._pool = ThreadPoolExecutor(instances, thread_name_prefix="digitserve-model")
         self._closed = False
 
     @property
@@ -117,8 +114,7 @@ class Batcher:
         # Runtime sessions are freed at once rather than at some later garbage collection.
         self._workers = []
         _fail([self._pop() for _ in range(len(self._queue))], Draining, "the server is shutting down")
-        for thread in self._threads:
-            thread.shutdown(wait=True)
+        self._pool.shutdown(wait=True)
 
     async def submit(self, pixels: np.ndarray, model: Any, deadline: float | None = None) -> np.ndarray:
         """Probabilities [N, 10] for pixels [N, 784], computed by `model` in one or more batches.
@@ -217,101 +213,37 @@ class Batcher:
             self._observer.dropped(len(chunk.pixels), "expired" if expired else "cancelled")
         return True
 
-    def _take_full(self) -> list[_Chunk]:
-        """A full batch's worth of live chunks from the head of the queue, without waiting."""
-        batch: list[_Chunk] = []
-        size = 0
-        while self._queue and size < self.max_batch_size:
-            head = self._queue[0]
-            if self._drop_if_dead(head):
-                self._pop()
-                continue
-            if batch and (head.model is not batch[0].model or size + len(head.pixels) > self.max_batch_size):
-                break
-            batch.append(self._pop())
-            size += len(head.pixels)
-        return batch
-
-    def _start(self, batch: list[_Chunk], instance: int) -> _Run:
-        """Hand the batch to the instance's thread (behind the batch it may be running)."""
-        model = batch[0].model
-        pixels = batch[0].pixels if len(batch) == 1 else np.concatenate([c.pixels for c in batch])
-        thread = self._threads[instance]
-        future = asyncio.get_running_loop().run_in_executor(thread, _timed_run, model, pixels, instance)
-        return _Run(batch, future)
-
     async def _work(self, instance: int) -> None:
-        """Form a batch, run it; while it runs, a full batch that queues is handed to the same
-        thread at once, so that the model never waits for the event loop between full batches."""
-        ahead: _Run | None = None
+        loop = asyncio.get_running_loop()
         while True:
-            if ahead is not None:
-                running, ahead = ahead, None
-            else:
-                async with self._forming:
-                    batch = await self._collect()
-                if not batch:
-                    continue
-                running = self._start(batch, instance)
+            async with self._forming:
+                batch = await self._collect()
+            if not batch:
+                continue
+            model = batch[0].model
+            pixels = batch[0].pixels if len(batch) == 1 else np.concatenate([c.pixels for c in batch])
+            size = len(pixels)
+            started = time.monotonic()
             try:
-                ahead = await self._full_batch_while(running, instance)
-                await self._finish(running)
-            except asyncio.CancelledError:  # closing while the model ran: its answers have no taker
-                unanswered = running.batch + (ahead.batch if ahead is not None else [])
-                _fail(unanswered, Draining, "the server is shutting down")
+                probabilities = await loop.run_in_executor(self._pool, model.run, pixels, instance)
+            except asyncio.CancelledError:  # closing while the model ran: its answer has no taker
+                _fail(batch, Draining, "the server is shutting down")
                 raise
-
-    async def _full_batch_while(self, running: _Run, instance: int) -> _Run | None:
-        """Until `running` ends: the run of a full batch started behind it, if one queues (else None)."""
-        while not running.future.done():
-            if self._queued_images >= self.max_batch_size and not self._forming.locked():
-                batch = self._take_full()
-                if batch:
-                    return self._start(batch, instance)
-            self._wakeup.clear()
-            woken = asyncio.ensure_future(self._wakeup.wait())
-            try:
-                await asyncio.wait((running.future, woken), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                woken.cancel()
-        return None
-
-    async def _finish(self, run: _Run) -> None:
-        """Wait for the run and give each chunk its rows (or the failure)."""
-        batch = run.batch
-        model = batch[0].model
-        size = sum(len(chunk.pixels) for chunk in batch)
-        try:
-            probabilities, started, computed = await run.future
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("the model failed on a batch of %d images", size)
+            except Exception:
+                log.exception("the model failed on a batch of %d images", size)
+                if self._observer is not None:
+                    self._observer.batch_failed(model, size)
+                _fail(batch, ModelExecutionFailed, "model execution failed; the server log has the details")
+                continue
+            computed = time.monotonic()
+            offset = 0
+            for chunk in batch:
+                rows = len(chunk.pixels)
+                if not chunk.future.done():
+                    chunk.future.set_result(probabilities[offset : offset + rows])
+                offset += rows
             if self._observer is not None:
-                self._observer.batch_failed(model, size)
-            _fail(batch, ModelExecutionFailed, "model execution failed; the server log has the details")
-            return
-        offset = 0
-        for chunk in batch:
-            rows = len(chunk.pixels)
-            if not chunk.future.done():
-                chunk.future.set_result(probabilities[offset : offset + rows])
-            offset += rows
-        if self._observer is not None:
-            self._observer.batch_done(model, size, [started - c.enqueued for c in batch], computed - started)
-
-
-@dataclass(eq=False)
-class _Run:
-    batch: list[_Chunk]
-    future: asyncio.Future[tuple[np.ndarray, float, float]]
-
-
-def _timed_run(model: Any, pixels: np.ndarray, instance: int) -> tuple[np.ndarray, float, float]:
-    """The model's answer, and when it started and ended (a run may wait behind another)."""
-    started = time.monotonic()
-    probabilities = model.run(pixels, instance)
-    return probabilities, started, time.monotonic()
+                self._observer.batch_done(model, size, [started - c.enqueued for c in batch], computed - started)
 
 
 def _fail(chunks: Sequence[_Chunk], error: type[ServeError], message: str) -> None:

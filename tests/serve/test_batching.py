@@ -88,8 +88,7 @@ def test_a_full_queue_answers_resource_exhausted(slow_server: ServerThread) -> N
         stubs = Stubs(channel)
         busy = stubs.digits.Classify.future(images_request(4), timeout=60)
         slow_server.wait_running()  # inside the model; the queue is empty
-        # the first full batch goes straight behind the running one (outside the queue); two fill it
-        queued = [stubs.digits.Classify.future(images_request(4), timeout=60) for _ in range(3)]
+        queued = [stubs.digits.Classify.future(images_request(4), timeout=60) for _ in range(2)]
         slow_server.wait_for("digitserve_queue_images", 8)
         with pytest.raises(grpc.RpcError) as error:
             stubs.digits.Classify(images_request(1), timeout=60)

@@ -233,17 +233,15 @@ def test_a_body_or_batch_above_the_limits_is_413(make_server: Callable[..., Serv
 def test_a_full_queue_is_429(make_server: Callable[..., ServerThread], slow_repo: Path) -> None:
     server = make_server(server_settings(slow_repo, http_port=0, max_batch_size=1, max_queue_images=1,
                                          max_request_images=1, grace_seconds=10))
-    with httpx.Client(base_url=base_url(server), timeout=60) as c, ThreadPoolExecutor(3) as pool:
+    with httpx.Client(base_url=base_url(server), timeout=60) as c, ThreadPoolExecutor(2) as pool:
         running = pool.submit(c.post, INFER, content=request())
         server.wait_running()
-        behind = pool.submit(c.post, INFER, content=request())  # a full batch: waits behind the running one
-        server.wait_for("digitserve_inflight_calls", 2)
         queued = pool.submit(c.post, INFER, content=request())
         server.wait_for("digitserve_queue_images", 1)
         refused = c.post(INFER, content=request())
         assert refused.status_code == 429, refused.text
         assert refused.json()["error"].startswith("queue full")
-        assert running.result().status_code == behind.result().status_code == queued.result().status_code == 200
+        assert running.result().status_code == queued.result().status_code == 200
 
 
 def test_a_model_failure_is_500_with_a_plain_message(

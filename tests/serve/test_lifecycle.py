@@ -209,8 +209,8 @@ def test_calls_in_flight_finish_on_the_model_they_started_with(
         stubs = Stubs(channel)
         running = stubs.digits.Classify.future(ONE, timeout=60)
         server.wait_running()
-        queued = stubs.digits.Classify.future(ONE, timeout=60)  # a full batch: waits behind the running one
-        server.wait_for("digitserve_inflight_calls", 2)
+        queued = stubs.digits.Classify.future(ONE, timeout=60)
+        server.wait_for("digitserve_queue_images", 1)
         write_version(repo, 2, random_weights(2))
         assert server.call(server.server.reload())
         assert not queued.done(), "the queued call finished before the swap: nothing was tested"
