@@ -17,16 +17,6 @@ import pytest
 from tests.support.server import ServeProcess
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-
-
-@pytest.fixture(scope="module")
-def triton_python() -> Path:
-    """.venv-triton's interpreter; the script returns at once when the venv is up to date."""
-    done = subprocess.run([str(HERE / "make_triton_venv.sh")], capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        pytest.fail(f"cannot build .venv-triton:\n{done.stdout}\n{done.stderr}")
-    return ROOT / ".venv-triton" / "bin" / "python"
 
 
 @pytest.fixture(scope="module")
