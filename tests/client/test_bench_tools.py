@@ -42,6 +42,7 @@ def test_bench_serve_runs_every_phase_and_writes_json(repo: Path, mnist_dir: Pat
     assert "b_server_vs_echo_c64" in done.stdout and "(a) server, 64 images/call, conc 8" in done.stdout
 
 
+@pytest.mark.slow  # a smoke run of a measurement tool, 15-40 s: `make test-slow`
 def test_bench_serve_phase_e_splits_the_load_over_two_models(repo: Path, mnist_dir: Path, tmp_path: Path) -> None:
     output = tmp_path / "bench-e.json"
     done = digitserve(
@@ -65,6 +66,7 @@ def test_bench_serve_phase_e_splits_the_load_over_two_models(repo: Path, mnist_d
 HTTP_ROWS = [f"h_{side}_{kind}_c{c}" for side in ("server", "echo") for kind in ("json", "binary") for c in (1, 64)]
 
 
+@pytest.mark.slow  # a smoke run of a measurement tool, 15-40 s: `make test-slow`
 def test_bench_serve_phase_h_loads_http_against_its_echo(repo: Path, mnist_dir: Path, tmp_path: Path) -> None:
     output = tmp_path / "bench-h.json"
     done = digitserve(
@@ -173,6 +175,7 @@ def test_gpu_check_comparison_and_measurement_run_on_cpu(repo: Path, mnist_dir: 
             assert result["throughput"][device][load]["errors"] == {}
 
 
+@pytest.mark.slow  # a smoke run of a measurement tool, 15-40 s: `make test-slow`
 def test_bench_profile_samples_the_live_server(repo: Path, mnist_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "profile"
     done = digitserve(
